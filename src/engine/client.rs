@@ -1,0 +1,357 @@
+//! The client's side of a session: the REQUEST/ACCEPT handshake (PROTOCOL.md §4.3),
+//! then a [`Sender`] (put) or a [`Receiver`] (get, list).
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::retransmit::{Expiry, Outstanding};
+use super::{Config, Event, Receiver, Sender, Sink, Stats, Status, TransferError};
+use crate::rto::RtoEstimator;
+use crate::wire::{self, Accept, Datagram, Kind, Message, Op, Request, SessionId};
+
+/// What the client wants done, with the data source or sink it needs.
+pub enum Job {
+    /// Download into the sink.
+    Get(Box<dyn Sink + Send>),
+    /// Download the listing of a directory into the sink.
+    List(Box<dyn Sink + Send>),
+    /// Upload `size` bytes from the source.
+    Put(Box<dyn Read + Send>, u64),
+    /// Remove a file on the server.
+    Delete,
+    /// Ask the server to shut down.
+    Exit,
+}
+
+impl Job {
+    pub fn op(&self) -> Op {
+        match self {
+            Job::Get(_) => Op::Get,
+            Job::List(_) => Op::List,
+            Job::Put(..) => Op::Put,
+            Job::Delete => Op::Delete,
+            Job::Exit => Op::Exit,
+        }
+    }
+}
+
+enum Phase {
+    Requesting {
+        job: Option<Job>,
+        packet: Vec<u8>,
+        out: Outstanding,
+        resend_after: Option<std::time::Duration>,
+    },
+    Sending(Sender),
+    Receiving(Receiver),
+    /// Delete or exit answered, or the handshake failed.
+    Over,
+}
+
+/// One client session, from the first REQUEST to the close.
+///
+/// Guarantees: only an ACCEPT that echoes this session's random nonce, from the
+/// server's address, starts the transfer; everything else before it is dropped and
+/// counted, except an ERROR carrying the nonce, which fails the session.
+pub struct ClientSession {
+    nonce: SessionId,
+    peer: SocketAddr,
+    op: Op,
+    cfg: Config,
+    rto: RtoEstimator,
+    phase: Phase,
+    accepted: Option<(SessionId, Accept)>,
+    status: Status,
+    /// Counters of the handshake; the stream keeps its own.
+    stats: Stats,
+    events: VecDeque<Event>,
+}
+
+impl ClientSession {
+    /// Starts a session with the server at `peer`. `nonce` must be random and non-zero
+    /// (it is what proves the ACCEPT answers this REQUEST); `name` is the remote path.
+    ///
+    /// # Errors
+    /// If `name` is longer than [`wire::MAX_NAME_LEN`] bytes.
+    pub fn new(
+        peer: SocketAddr,
+        nonce: SessionId,
+        name: &str,
+        job: Job,
+        cfg: Config,
+    ) -> Result<ClientSession, TransferError> {
+        if name.len() > wire::MAX_NAME_LEN {
+            return Err(TransferError::Aborted(format!(
+                "the remote name is {} bytes long; the limit is {}",
+                name.len(),
+                wire::MAX_NAME_LEN
+            )));
+        }
+        let op = job.op();
+        let size = match &job {
+            Job::Put(_, size) => *size,
+            _ => 0,
+        };
+        let d = Datagram {
+            session: nonce,
+            seq: 0,
+            message: Message::Request(Request {
+                op,
+                block_size: cfg
+                    .block_size
+                    .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE),
+                size,
+                name,
+            }),
+        };
+        let mut packet = vec![0; d.wire_len()];
+        let len = d
+            .emit(&mut packet)
+            .expect("a checked request always encodes");
+        Ok(ClientSession {
+            nonce,
+            peer,
+            op,
+            cfg,
+            rto: RtoEstimator::new(cfg.rto),
+            phase: Phase::Requesting {
+                job: Some(job),
+                packet,
+                out: Outstanding::new(Kind::Request, 0, len),
+                resend_after: None,
+            },
+            accepted: None,
+            status: Status::Running,
+            stats: Stats::default(),
+            events: VecDeque::new(),
+        })
+    }
+
+    fn trace(&mut self, e: Event) {
+        if self.cfg.trace {
+            self.events.push_back(e);
+        }
+    }
+
+    fn fail(&mut self, e: TransferError) {
+        self.trace(Event::Failed(e.clone()));
+        self.status = Status::Failed(e);
+        self.phase = Phase::Over;
+    }
+
+    /// Feeds in one datagram received from the server's address.
+    pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8]) {
+        let d = match Datagram::parse(bytes) {
+            Ok(d) => d,
+            Err(e) => {
+                match &mut self.phase {
+                    Phase::Sending(s) => s.note_dropped(e),
+                    Phase::Receiving(r) => r.note_dropped(e),
+                    _ => {
+                        super::count_drop(&mut self.stats, e);
+                        self.trace(Event::Dropped(e));
+                    }
+                }
+                return;
+            }
+        };
+        match &mut self.phase {
+            Phase::Requesting { .. } => self.handle_handshake(now, &d),
+            Phase::Sending(s) if d.session == s.session() => s.handle(now, &d),
+            Phase::Receiving(r) if d.session == r.session() => r.handle(now, &d),
+            _ => self.foreign(),
+        }
+    }
+
+    fn foreign(&mut self) {
+        self.stats.dropped += 1;
+        self.trace(Event::Foreign);
+    }
+
+    fn handle_handshake(&mut self, now: Instant, d: &Datagram) {
+        match d.message {
+            Message::Accept(a) if a.nonce == self.nonce && d.session != 0 => {
+                if a.op != self.op || a.block_size > self.cfg.block_size.max(wire::MIN_BLOCK_SIZE) {
+                    return self.fail(TransferError::Protocol {
+                        peer: self.peer,
+                        what: "the ACCEPT does not match the request",
+                    });
+                }
+                self.stats.received += 1;
+                let Phase::Requesting { job, out, .. } = &mut self.phase else {
+                    unreachable!()
+                };
+                let rtt = out.acknowledged(now, &mut self.rto);
+                let job = job.take().expect("the job is taken once, at the ACCEPT");
+                self.trace(Event::Acked {
+                    kind: Kind::Request,
+                    seq: 0,
+                    rtt,
+                });
+                self.accepted = Some((d.session, a));
+                let cfg = Config {
+                    block_size: a.block_size,
+                    ..self.cfg
+                };
+                let rto = self.rto.clone();
+                self.phase = match job {
+                    Job::Get(sink) | Job::List(sink) => Phase::Receiving(Receiver::new(
+                        d.session, self.peer, sink, cfg, rto, None, now,
+                    )),
+                    Job::Put(source, _) => {
+                        Phase::Sending(Sender::new(d.session, self.peer, source, cfg, rto, None))
+                    }
+                    Job::Delete | Job::Exit => {
+                        self.status = Status::Closed;
+                        Phase::Over
+                    }
+                };
+            }
+            Message::Error { code, message } if d.session == self.nonce => {
+                self.stats.received += 1;
+                self.fail(TransferError::Remote {
+                    code,
+                    message: message.to_string(),
+                })
+            }
+            _ => self.foreign(),
+        }
+    }
+
+    /// Checks timers. Calling it early is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match &mut self.phase {
+            Phase::Requesting {
+                out, resend_after, ..
+            } => match out.expire(now, &mut self.rto, self.cfg.max_retries) {
+                Expiry::NotYet => {}
+                Expiry::Resend { after } => *resend_after = Some(after),
+                Expiry::GiveUp { tries, over } => self.fail(TransferError::NoAnswer {
+                    peer: self.peer,
+                    tries,
+                    over,
+                }),
+            },
+            Phase::Sending(s) => s.handle_timeout(now),
+            Phase::Receiving(r) => r.handle_timeout(now),
+            Phase::Over => {}
+        }
+    }
+
+    /// The next datagram to send to the server, if any. Call until it returns `None`.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<&[u8]> {
+        match &mut self.phase {
+            Phase::Requesting {
+                packet,
+                out,
+                resend_after,
+                ..
+            } => {
+                if !out.need_send {
+                    return None;
+                }
+                out.on_transmit(now, &self.rto);
+                self.stats.sent += 1;
+                let (seq, len) = (out.seq, out.len);
+                let event = match resend_after.take() {
+                    Some(after) => {
+                        self.stats.resent += 1;
+                        Event::Resent {
+                            kind: Kind::Request,
+                            seq,
+                            len,
+                            after,
+                        }
+                    }
+                    None => Event::Sent {
+                        kind: Kind::Request,
+                        seq,
+                        len,
+                    },
+                };
+                if self.cfg.trace {
+                    self.events.push_back(event);
+                }
+                Some(&packet[..len])
+            }
+            Phase::Sending(s) => s.poll_transmit(now),
+            Phase::Receiving(r) => r.poll_transmit(now),
+            Phase::Over => None,
+        }
+    }
+
+    /// When [`ClientSession::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Requesting { out, .. } => out.deadline(),
+            Phase::Sending(s) => s.poll_timeout(),
+            Phase::Receiving(r) => r.poll_timeout(),
+            Phase::Over => None,
+        }
+    }
+
+    /// The next trace event (only recorded with [`Config::trace`]).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(e) = self.events.pop_front() {
+            return Some(e);
+        }
+        match &mut self.phase {
+            Phase::Sending(s) => s.poll_event(),
+            Phase::Receiving(r) => r.poll_event(),
+            _ => None,
+        }
+    }
+
+    /// Where the session stands.
+    pub fn status(&self) -> &Status {
+        match &self.phase {
+            Phase::Sending(s) => s.status(),
+            Phase::Receiving(r) => r.status(),
+            _ => &self.status,
+        }
+    }
+
+    /// The server's session id and ACCEPT, once accepted.
+    pub fn accepted(&self) -> Option<(SessionId, Accept)> {
+        self.accepted
+    }
+
+    /// Counters of the whole session, handshake and stream.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats;
+        match &self.phase {
+            Phase::Sending(x) => s.add(x.stats()),
+            Phase::Receiving(x) => s.add(x.stats()),
+            _ => {}
+        }
+        s
+    }
+
+    /// The round-trip estimator currently in use.
+    pub fn rto(&self) -> &RtoEstimator {
+        match &self.phase {
+            Phase::Sending(s) => s.rto(),
+            Phase::Receiving(r) => r.rto(),
+            _ => &self.rto,
+        }
+    }
+
+    /// Abandons the session; a running stream tells the server with an ERROR.
+    pub fn abort(&mut self, reason: &str) {
+        match &mut self.phase {
+            Phase::Sending(s) => s.abort(reason),
+            Phase::Receiving(r) => r.abort(reason),
+            Phase::Requesting { .. } => self.fail(TransferError::Aborted(reason.to_string())),
+            Phase::Over => {}
+        }
+    }
+
+    pub fn op(&self) -> Op {
+        self.op
+    }
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+}

@@ -1,0 +1,129 @@
+//! Protocol events, recorded when tracing is on, in words a student can follow.
+//! PROTOCOL.md §9 (worked example) uses the same wording.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::TransferError;
+use crate::wire::{Kind, Seq, WireError};
+
+/// One thing that happened in a session. [`fmt::Display`] gives the trace line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A packet went out for the first time.
+    Sent { kind: Kind, seq: Seq, len: usize },
+    /// A retransmission timer expired and the packet went out again.
+    Resent {
+        kind: Kind,
+        seq: Seq,
+        len: usize,
+        after: Duration,
+    },
+    /// The packet numbered `seq` was acknowledged; `rtt` is absent if it had been resent
+    /// (Karn's rule: no round-trip sample from a resent packet).
+    Acked {
+        kind: Kind,
+        seq: Seq,
+        rtt: Option<Duration>,
+    },
+    /// New, in-order data (or DONE, or ACCEPT) arrived and was acknowledged.
+    Received { kind: Kind, seq: Seq, len: usize },
+    /// Something already received arrived again: acknowledged again, not written.
+    Duplicate { kind: Kind, seq: Seq },
+    /// An acknowledgement for something already acknowledged: ignored, nothing resent.
+    Stale { kind: Kind, seq: Seq },
+    /// A datagram that failed the checks of PROTOCOL.md §6 was dropped unread.
+    Dropped(WireError),
+    /// A datagram for another session, or from the wrong address, was dropped.
+    Foreign,
+    /// DONE arrived and its length and CRC32 match what was received.
+    Verified { length: u64, crc: u32 },
+    /// The transfer failed.
+    Failed(TransferError),
+}
+
+pub(crate) fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Request => "request",
+        Kind::Accept => "accept",
+        Kind::Data => "data",
+        Kind::Ack => "ack",
+        Kind::Done => "done",
+        Kind::Error => "error",
+    }
+}
+
+/// Milliseconds with enough digits for sub-millisecond LAN round trips.
+pub(crate) fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else {
+        format!("{ms:.1} ms")
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Sent { kind, seq, len } => {
+                write!(f, "{} #{seq} sent ({len} B)", kind_name(*kind))
+            }
+            Event::Resent {
+                kind,
+                seq,
+                len,
+                after,
+            } => write!(
+                f,
+                "timeout after {}, {} #{seq} resent ({len} B)",
+                ms(*after),
+                kind_name(*kind)
+            ),
+            Event::Acked { kind, seq, rtt } => match rtt {
+                Some(rtt) => write!(
+                    f,
+                    "ack of {} #{seq} received, round trip {}",
+                    kind_name(*kind),
+                    ms(*rtt)
+                ),
+                None => write!(
+                    f,
+                    "ack of {} #{seq} received (it was resent: no round-trip sample)",
+                    kind_name(*kind)
+                ),
+            },
+            Event::Received { kind, seq, len } => {
+                write!(
+                    f,
+                    "{} #{seq} received ({len} B), acknowledged",
+                    kind_name(*kind)
+                )
+            }
+            Event::Duplicate { kind, seq } => {
+                write!(
+                    f,
+                    "duplicate {} #{seq} acknowledged again",
+                    kind_name(*kind)
+                )
+            }
+            Event::Stale { kind, seq } => write!(
+                f,
+                "stale {} #{seq} ignored (only a timeout causes a resend)",
+                kind_name(*kind)
+            ),
+            Event::Dropped(WireError::BadChecksum) => {
+                f.write_str("datagram with a bad checksum dropped")
+            }
+            Event::Dropped(e) => write!(f, "datagram dropped: {e}"),
+            Event::Foreign => f.write_str("datagram for another session dropped"),
+            Event::Verified { length, crc } => {
+                write!(
+                    f,
+                    "done received, length {length} and CRC32 {crc:08x} verified"
+                )
+            }
+            Event::Failed(e) => write!(f, "transfer failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The protocol engine: sans-IO state machines for one transfer.
+//!
+//! Nothing here owns a socket or reads a clock. The caller (a real-socket driver in
+//! [`crate::net`], or the simulated link in [`crate::sim`]) passes the current time
+//! into every call, feeds in received datagrams and timer expiries, and polls for
+//! datagrams to send and for the next deadline:
+//!
+//! ```text
+//!   loop {
+//!       while let Some(d) = session.poll_transmit(now) { send(d) }
+//!       wait for a datagram or session.poll_timeout()
+//!       session.handle_datagram(now, bytes) | session.handle_timeout(now)
+//!   }
+//! ```
+//!
+//! Layers, bottom up:
+//! - [`Sender`] and [`Receiver`]: one stop-and-wait stream (sequence numbers, timers,
+//!   duplicates, the DONE close). They make the protocol's decisions.
+//! - [`ClientSession`] and [`ServerSession`]: the handshake around a stream, and the
+//!   server's anti-amplification budget.
+//!
+//! Data streams from any [`std::io::Read`] and into any [`Sink`]; memory does not grow
+//! with the file.
+
+mod client;
+mod event;
+mod receiver;
+mod retransmit;
+mod sender;
+mod server;
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use thiserror::Error;
+
+pub use crate::rto::RtoConfig;
+pub use crate::wire::ErrorCode;
+pub use client::{ClientSession, Job};
+pub use event::Event;
+pub use receiver::Receiver;
+pub use sender::Sender;
+pub use server::{ServerSession, reject};
+
+/// Settings of one transfer, shared by both ends' state machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// The block size asked for (client) or the largest granted (server).
+    pub block_size: u32,
+    /// Retransmission timeout bounds.
+    pub rto: RtoConfig,
+    /// How many times one packet is resent before the peer is declared silent.
+    pub max_retries: u32,
+    /// A receiver that hears nothing valid for this long fails the transfer.
+    pub idle_timeout: Duration,
+    /// The least time a receiver lingers after acknowledging DONE, to acknowledge a
+    /// resent DONE. It lingers at least 8 retransmission timeouts in any case.
+    pub linger: Duration,
+    /// Record an [`Event`] for every protocol event (for `--trace`).
+    pub trace: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            block_size: crate::wire::DEFAULT_BLOCK_SIZE,
+            rto: RtoConfig::default(),
+            max_retries: 16,
+            idle_timeout: Duration::from_secs(10),
+            linger: Duration::ZERO,
+            trace: false,
+        }
+    }
+}
+
+/// Counters kept by every session, for summaries, logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handed out for sending, first transmissions and resends.
+    pub sent: u64,
+    /// Of those, resends after a timeout.
+    pub resent: u64,
+    /// Valid datagrams received for this session.
+    pub received: u64,
+    /// Data (or DONE) received again and acknowledged again, never written twice.
+    pub duplicates: u64,
+    /// Acknowledgements for something already acknowledged: ignored, never answered.
+    pub stale: u64,
+    /// Datagrams dropped unread: bad checksum, malformed, or another session's.
+    pub dropped: u64,
+    /// Of those, the ones whose CRC32 did not match.
+    pub bad_checksum: u64,
+    /// Payload bytes delivered in order (sent and acknowledged, or received and written).
+    pub bytes: u64,
+}
+
+impl Stats {
+    /// Adds `other`'s counters to these.
+    pub fn add(&mut self, other: &Stats) {
+        self.sent += other.sent;
+        self.resent += other.resent;
+        self.received += other.received;
+        self.duplicates += other.duplicates;
+        self.stale += other.stale;
+        self.dropped += other.dropped;
+        self.bad_checksum += other.bad_checksum;
+        self.bytes += other.bytes;
+    }
+}
+
+/// Why a transfer failed. Each message names its cause so a person can act on it.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum TransferError {
+    /// The retry limit ran out: the peer stopped answering.
+    #[error("no answer from {peer} after {tries} tries over {:.1} s", .over.as_secs_f64())]
+    NoAnswer {
+        peer: SocketAddr,
+        tries: u32,
+        over: Duration,
+    },
+    /// A receiver heard nothing from its sender for its idle timeout.
+    #[error("{peer} stopped sending: nothing heard for {:.1} s", .silent.as_secs_f64())]
+    Silent { peer: SocketAddr, silent: Duration },
+    /// The peer sent an ERROR.
+    #[error("{message}")]
+    Remote { code: ErrorCode, message: String },
+    /// DONE's length or CRC32 disagrees with what was received.
+    #[error(
+        "integrity check failed: received {got_length} bytes with CRC32 {got_crc:08x}, \
+         but the sender sent {length} bytes with CRC32 {crc:08x}"
+    )]
+    Integrity {
+        length: u64,
+        crc: u32,
+        got_length: u64,
+        got_crc: u32,
+    },
+    /// Reading the source or writing the sink failed on this side.
+    #[error("{context}: {message}")]
+    Io {
+        context: &'static str,
+        kind: io::ErrorKind,
+        message: String,
+    },
+    /// The peer sent something the protocol does not allow at this point.
+    #[error("protocol violation by {peer}: {what}")]
+    Protocol {
+        peer: SocketAddr,
+        what: &'static str,
+    },
+    /// This side abandoned the transfer (interrupted, or shutting down).
+    #[error("aborted: {0}")]
+    Aborted(String),
+}
+
+impl TransferError {
+    pub(crate) fn io(context: &'static str, e: &io::Error) -> Self {
+        TransferError::Io {
+            context,
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+
+    /// The code to put in the ERROR datagram that tells the peer about this failure.
+    pub fn wire_code(&self) -> ErrorCode {
+        match self {
+            TransferError::Integrity { .. } => ErrorCode::Integrity,
+            TransferError::Io { .. } => ErrorCode::Io,
+            TransferError::Protocol { .. } => ErrorCode::BadRequest,
+            _ => ErrorCode::Aborted,
+        }
+    }
+}
+
+/// Where received data goes: a [`io::Write`] that can also make the result final.
+///
+/// The receiver calls [`Sink::commit`] once DONE's length and CRC32 have been verified
+/// and *before* it acknowledges DONE, so an acknowledged DONE means the data is stored
+/// under its final name. A file sink writes to a temporary file and renames it here.
+pub trait Sink: io::Write {
+    /// Makes the received bytes final. An error fails the transfer, and the peer is told.
+    fn commit(&mut self) -> io::Result<()>;
+}
+
+impl Sink for Vec<u8> {
+    fn commit(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn commit(&mut self) -> io::Result<()> {
+        (**self).commit()
+    }
+}
+
+/// A sink that discards data and counts it (for tests and benchmarks).
+#[derive(Debug, Default)]
+pub struct NullSink(pub u64);
+
+impl io::Write for NullSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink for NullSink {
+    fn commit(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The state of a transfer as its caller sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Still exchanging datagrams.
+    Running,
+    /// Verified and acknowledged; a receiver may still be lingering to re-acknowledge
+    /// a resent DONE, so keep driving it until [`Status::Closed`] (or drop it if the
+    /// linger does not matter to you).
+    Complete,
+    /// Nothing left to do.
+    Closed,
+    /// Failed for good.
+    Failed(TransferError),
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+pub(crate) fn count_drop(stats: &mut Stats, e: crate::wire::WireError) {
+    stats.dropped += 1;
+    if e == crate::wire::WireError::BadChecksum {
+        stats.bad_checksum += 1;
+    }
+}

@@ -1,0 +1,299 @@
+//! The receiving half of a stop-and-wait stream (PROTOCOL.md §4.2).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::{Config, Event, Sink, Stats, Status, TransferError};
+use crate::rto::RtoEstimator;
+use crate::wire::{self, Accept, Datagram, Kind, Message, Seq, SessionId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Receiving,
+    /// DONE verified, committed and acknowledged; re-acknowledging a resent DONE until then.
+    Lingering {
+        until: Instant,
+    },
+    Over,
+}
+
+/// Receives one stream, writing each new block exactly once, in order, to a [`Sink`].
+///
+/// Guarantees: DATA *n* is written only if it is the next expected block, and every
+/// DATA is acknowledged with its own number, a duplicate included; DONE is acknowledged
+/// only after its length and CRC32 matched and the sink committed; a receiver never
+/// sends anything on a timer (the sender's timer drives all resends).
+pub struct Receiver {
+    session: SessionId,
+    peer: SocketAddr,
+    sink: Box<dyn Sink + Send>,
+    cfg: Config,
+    block: usize,
+    /// What acknowledges packet 0: ack 0 (a client's get) or the ACCEPT (a server's put).
+    opening: Option<Accept>,
+    expected: Seq,
+    length: u64,
+    crc: crc32fast::Hasher,
+    phase: Phase,
+    last_heard: Instant,
+    /// The ack most recently sent, when, and whether it was sent more than once: a
+    /// round-trip sample is the time from a first ack to the next block.
+    last_ack: Option<(Seq, Instant, bool)>,
+    rto: RtoEstimator,
+    /// The encoded reply waiting to go out (an ack, the ACCEPT, or an ERROR).
+    reply: Vec<u8>,
+    reply_len: Option<usize>,
+    status: Status,
+    stats: Stats,
+    events: VecDeque<Event>,
+}
+
+impl Receiver {
+    /// A receiver for `session` from `peer`, writing into `sink`, accepting blocks of up
+    /// to `cfg.block_size` bytes. Its first transmission acknowledges packet 0: with
+    /// `opening` (a server answering a put) that is the ACCEPT, otherwise ack 0 (a
+    /// client that has just received the ACCEPT of its get).
+    pub fn new(
+        session: SessionId,
+        peer: SocketAddr,
+        sink: Box<dyn Sink + Send>,
+        cfg: Config,
+        rto: RtoEstimator,
+        opening: Option<Accept>,
+        now: Instant,
+    ) -> Receiver {
+        let mut r = Receiver {
+            session,
+            peer,
+            sink,
+            cfg,
+            block: cfg
+                .block_size
+                .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE) as usize,
+            opening,
+            expected: 1,
+            length: 0,
+            crc: crc32fast::Hasher::new(),
+            phase: Phase::Receiving,
+            last_heard: now,
+            last_ack: None,
+            rto,
+            reply: vec![0; wire::OVERHEAD + 2 + wire::MAX_MESSAGE_LEN],
+            reply_len: None,
+            status: Status::Running,
+            stats: Stats::default(),
+            events: VecDeque::new(),
+        };
+        r.queue_ack(0, now);
+        r
+    }
+
+    fn trace(&mut self, e: Event) {
+        if self.cfg.trace {
+            self.events.push_back(e);
+        }
+    }
+
+    fn queue_ack(&mut self, seq: Seq, now: Instant) {
+        let message = match (seq, self.opening) {
+            (0, Some(accept)) => Message::Accept(accept),
+            _ => Message::Ack,
+        };
+        let d = Datagram {
+            session: self.session,
+            seq,
+            message,
+        };
+        self.reply_len = d.emit(&mut self.reply).ok();
+        let again = matches!(self.last_ack, Some((s, _, _)) if s == seq);
+        self.last_ack = Some((seq, now, again));
+    }
+
+    fn fail(&mut self, e: TransferError, tell_peer: bool) {
+        if tell_peer {
+            let msg = e.to_string();
+            let d = Datagram {
+                session: self.session,
+                seq: self.expected,
+                message: Message::Error {
+                    code: e.wire_code(),
+                    message: super::truncate_utf8(&msg, wire::MAX_MESSAGE_LEN),
+                },
+            };
+            self.reply_len = d.emit(&mut self.reply).ok();
+        } else {
+            self.reply_len = None;
+        }
+        self.trace(Event::Failed(e.clone()));
+        self.status = Status::Failed(e);
+        self.phase = Phase::Over;
+    }
+
+    fn linger_time(&self) -> Duration {
+        self.cfg.linger.max(self.rto.rto() * 8)
+    }
+
+    /// Feeds in one datagram of this session (already checked by [`Datagram::parse`]).
+    pub fn handle(&mut self, now: Instant, d: &Datagram) {
+        if self.phase == Phase::Over {
+            return;
+        }
+        let seq = d.seq;
+        let receiving = self.phase == Phase::Receiving;
+        match d.message {
+            Message::Data(payload) if receiving && seq == self.expected => {
+                if payload.len() > self.block {
+                    return self.unexpected("data larger than the granted block size");
+                }
+                if let Err(e) = self.sink.write_all(payload) {
+                    return self.fail(TransferError::io("writing the received file", &e), true);
+                }
+                if let Some((s, at, false)) = self.last_ack
+                    && s + 1 == seq
+                {
+                    self.rto.sample(now.saturating_duration_since(at));
+                }
+                self.crc.update(payload);
+                self.length += payload.len() as u64;
+                self.stats.bytes += payload.len() as u64;
+                self.expected += 1;
+                self.trace(Event::Received {
+                    kind: Kind::Data,
+                    seq,
+                    len: payload.len(),
+                });
+                self.queue_ack(seq, now);
+            }
+            Message::Data(_) if seq < self.expected => self.duplicate(Kind::Data, seq, now),
+            Message::Done { length, crc } if receiving && seq == self.expected => {
+                let got_crc = self.crc.clone().finalize();
+                if length != self.length || crc != got_crc {
+                    return self.fail(
+                        TransferError::Integrity {
+                            length,
+                            crc,
+                            got_length: self.length,
+                            got_crc,
+                        },
+                        true,
+                    );
+                }
+                if let Err(e) = self.sink.flush().and_then(|_| self.sink.commit()) {
+                    return self.fail(TransferError::io("storing the received file", &e), true);
+                }
+                self.trace(Event::Verified { length, crc });
+                self.expected += 1;
+                self.queue_ack(seq, now);
+                self.status = Status::Complete;
+                self.phase = Phase::Lingering {
+                    until: now + self.linger_time(),
+                };
+            }
+            Message::Done { .. } if seq + 1 == self.expected && !receiving => {
+                self.phase = Phase::Lingering {
+                    until: now + self.linger_time(),
+                };
+                self.duplicate(Kind::Done, seq, now);
+            }
+            // Packet 0 again (the ACCEPT of our get, or the REQUEST of the put we
+            // accepted): our acknowledgement of it was lost, so send it again.
+            Message::Accept(_) | Message::Request(_) if self.expected == 1 => {
+                self.duplicate(d.kind(), 0, now)
+            }
+            Message::Accept(_) | Message::Request(_) => {
+                self.stats.stale += 1;
+                self.trace(Event::Stale {
+                    kind: d.kind(),
+                    seq,
+                });
+            }
+            Message::Error { code, message } => {
+                let message = message.to_string();
+                self.fail(TransferError::Remote { code, message }, false);
+            }
+            _ => return self.unexpected("packet out of sequence"),
+        }
+        self.stats.received += 1;
+        self.last_heard = now;
+    }
+
+    fn duplicate(&mut self, kind: Kind, seq: Seq, now: Instant) {
+        self.stats.duplicates += 1;
+        self.trace(Event::Duplicate { kind, seq });
+        self.queue_ack(seq, now);
+    }
+
+    fn unexpected(&mut self, what: &'static str) {
+        self.stats.dropped += 1;
+        self.trace(Event::Dropped(wire::WireError::Malformed(what)));
+    }
+
+    /// Counts a datagram that failed [`Datagram::parse`].
+    pub fn note_dropped(&mut self, e: wire::WireError) {
+        super::count_drop(&mut self.stats, e);
+        self.trace(Event::Dropped(e));
+    }
+
+    /// Ends the linger, or fails the transfer if the sender has been silent too long.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Receiving if now >= self.last_heard + self.cfg.idle_timeout => {
+                let silent = now.saturating_duration_since(self.last_heard);
+                self.fail(
+                    TransferError::Silent {
+                        peer: self.peer,
+                        silent,
+                    },
+                    true,
+                );
+            }
+            Phase::Lingering { until } if now >= until => {
+                self.phase = Phase::Over;
+                self.status = Status::Closed;
+            }
+            _ => {}
+        }
+    }
+
+    /// The next datagram to send, if any.
+    pub fn poll_transmit(&mut self, _now: Instant) -> Option<&[u8]> {
+        let len = self.reply_len.take()?;
+        self.stats.sent += 1;
+        Some(&self.reply[..len])
+    }
+
+    /// When [`Receiver::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Receiving => Some(self.last_heard + self.cfg.idle_timeout),
+            Phase::Lingering { until } => Some(until),
+            Phase::Over => None,
+        }
+    }
+
+    /// The next trace event (only recorded with [`Config::trace`]).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Gives up on this side's initiative; the peer is sent an ERROR (aborted).
+    pub fn abort(&mut self, reason: &str) {
+        if self.phase == Phase::Receiving {
+            self.fail(TransferError::Aborted(reason.to_string()), true);
+        }
+    }
+
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    pub fn rto(&self) -> &RtoEstimator {
+        &self.rto
+    }
+    pub fn session(&self) -> SessionId {
+        self.session
+    }
+}

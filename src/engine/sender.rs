@@ -1,0 +1,317 @@
+//! The sending half of a stop-and-wait stream (PROTOCOL.md §4.1).
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::retransmit::{Expiry, Outstanding};
+use super::{Config, Event, Stats, Status, TransferError};
+use crate::rto::RtoEstimator;
+use crate::wire::{self, Accept, Datagram, HEADER_LEN, Kind, Message, OVERHEAD, Seq, SessionId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Sending the server's ACCEPT of a get as packet 0, waiting for ack 0.
+    Opening,
+    /// Sending DATA `out.seq`, waiting for its ack.
+    Data,
+    /// Sending DONE, waiting for its ack.
+    Done,
+    /// DONE acknowledged, or failed: nothing more to do once the last ERROR is out.
+    Over,
+}
+
+/// Sends one stream: DATA 1, 2, … then DONE, each resent only on timeout until
+/// acknowledged.
+///
+/// Guarantees: at most one unacknowledged packet at any time; an acknowledgement for
+/// anything but the outstanding packet is ignored (never causes a send); memory is one
+/// datagram buffer, whatever the stream's length.
+pub struct Sender {
+    session: SessionId,
+    peer: SocketAddr,
+    source: Box<dyn Read + Send>,
+    cfg: Config,
+    block: usize,
+    /// The outstanding datagram, encoded; DATA is read straight into its payload.
+    packet: Vec<u8>,
+    out: Outstanding,
+    phase: Phase,
+    rto: RtoEstimator,
+    length: u64,
+    crc: crc32fast::Hasher,
+    resend_after: Option<Duration>,
+    /// An ERROR to send once, telling the peer why this side stopped.
+    error_out: Option<usize>,
+    status: Status,
+    stats: Stats,
+    events: VecDeque<Event>,
+}
+
+impl Sender {
+    /// A sender for session `session` towards `peer`, reading from `source`, with
+    /// `cfg.block_size` bytes per DATA. With `opening`, the first packet is that ACCEPT
+    /// (the server's answer to a get or list), sent as packet 0 and acknowledged by ack 0;
+    /// without, DATA 1 goes first (a put, after the client's handshake).
+    pub fn new(
+        session: SessionId,
+        peer: SocketAddr,
+        source: Box<dyn Read + Send>,
+        cfg: Config,
+        rto: RtoEstimator,
+        opening: Option<Accept>,
+    ) -> Sender {
+        let block = cfg
+            .block_size
+            .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE) as usize;
+        let mut s = Sender {
+            session,
+            peer,
+            source,
+            cfg,
+            block,
+            packet: vec![0; OVERHEAD + block],
+            out: Outstanding::new(Kind::Data, 0, 0),
+            phase: Phase::Data,
+            rto,
+            length: 0,
+            crc: crc32fast::Hasher::new(),
+            resend_after: None,
+            error_out: None,
+            status: Status::Running,
+            stats: Stats::default(),
+            events: VecDeque::new(),
+        };
+        match opening {
+            Some(accept) => {
+                let d = Datagram {
+                    session,
+                    seq: 0,
+                    message: Message::Accept(accept),
+                };
+                let len = d
+                    .emit(&mut s.packet)
+                    .expect("an ACCEPT fits any block buffer");
+                s.out = Outstanding::new(Kind::Accept, 0, len);
+                s.phase = Phase::Opening;
+            }
+            None => s.load(1),
+        }
+        s
+    }
+
+    /// Reads the next block into the packet buffer, or prepares DONE at end of stream.
+    fn load(&mut self, seq: Seq) {
+        let n = match fill(
+            &mut self.source,
+            &mut self.packet[HEADER_LEN..HEADER_LEN + self.block],
+        ) {
+            Ok(n) => n,
+            Err(e) => return self.fail(TransferError::io("reading the file to send", &e), true),
+        };
+        if n > 0 {
+            self.crc.update(&self.packet[HEADER_LEN..HEADER_LEN + n]);
+            self.length += n as u64;
+            let len = wire::emit_data_in_place(&mut self.packet, self.session, seq, n);
+            self.out = Outstanding::new(Kind::Data, seq, len);
+            self.phase = Phase::Data;
+        } else {
+            let d = Datagram {
+                session: self.session,
+                seq,
+                message: Message::Done {
+                    length: self.length,
+                    crc: self.crc.clone().finalize(),
+                },
+            };
+            let len = d
+                .emit(&mut self.packet)
+                .expect("DONE fits any block buffer");
+            self.out = Outstanding::new(Kind::Done, seq, len);
+            self.phase = Phase::Done;
+        }
+    }
+
+    fn fail(&mut self, e: TransferError, tell_peer: bool) {
+        if matches!(self.status, Status::Failed(_)) {
+            return;
+        }
+        if tell_peer {
+            let msg = e.to_string();
+            let msg = super::truncate_utf8(&msg, wire::MAX_MESSAGE_LEN);
+            let d = Datagram {
+                session: self.session,
+                seq: self.out.seq,
+                message: Message::Error {
+                    code: e.wire_code(),
+                    message: msg,
+                },
+            };
+            self.error_out = d.emit(&mut self.packet).ok();
+        }
+        self.trace(Event::Failed(e.clone()));
+        self.status = Status::Failed(e);
+        self.phase = Phase::Over;
+    }
+
+    fn trace(&mut self, e: Event) {
+        if self.cfg.trace {
+            self.events.push_back(e);
+        }
+    }
+
+    /// Feeds in one datagram of this session (already checked by [`Datagram::parse`]).
+    pub fn handle(&mut self, now: Instant, d: &Datagram) {
+        if self.phase == Phase::Over {
+            return;
+        }
+        self.stats.received += 1;
+        match d.message {
+            Message::Ack if d.seq == self.out.seq && self.out.transmitted() => {
+                let rtt = self.out.acknowledged(now, &mut self.rto);
+                self.trace(Event::Acked {
+                    kind: self.out.kind,
+                    seq: d.seq,
+                    rtt,
+                });
+                match self.phase {
+                    Phase::Opening => self.load(1),
+                    Phase::Data => {
+                        self.stats.bytes += (self.out.len - OVERHEAD) as u64;
+                        self.load(d.seq + 1);
+                    }
+                    Phase::Done => {
+                        self.phase = Phase::Over;
+                        self.status = Status::Closed;
+                    }
+                    Phase::Over => {}
+                }
+            }
+            // Ack of something older: the Sorcerer's Apprentice rule says ignore it.
+            Message::Ack | Message::Accept(_) if d.seq <= self.out.seq => {
+                self.stats.stale += 1;
+                self.trace(Event::Stale {
+                    kind: d.kind(),
+                    seq: d.seq,
+                });
+            }
+            Message::Error { code, message } => self.fail(
+                TransferError::Remote {
+                    code,
+                    message: message.to_string(),
+                },
+                false,
+            ),
+            // A duplicate REQUEST while the ACCEPT is outstanding: the timer resends it.
+            Message::Request(_) => {}
+            // An ack from the future, or data sent to a sender: never acted on.
+            _ => {
+                self.stats.received -= 1;
+                self.stats.dropped += 1;
+                self.trace(Event::Dropped(wire::WireError::Malformed(
+                    "unexpected packet for a sender",
+                )));
+            }
+        }
+    }
+
+    /// Counts a datagram that failed [`Datagram::parse`].
+    pub fn note_dropped(&mut self, e: wire::WireError) {
+        super::count_drop(&mut self.stats, e);
+        self.trace(Event::Dropped(e));
+    }
+
+    /// Checks the retransmission timer. Calling it early is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.phase == Phase::Over {
+            return;
+        }
+        match self.out.expire(now, &mut self.rto, self.cfg.max_retries) {
+            Expiry::NotYet => {}
+            Expiry::Resend { after } => self.resend_after = Some(after),
+            Expiry::GiveUp { tries, over } => self.fail(
+                TransferError::NoAnswer {
+                    peer: self.peer,
+                    tries,
+                    over,
+                },
+                true,
+            ),
+        }
+    }
+
+    /// The next datagram to send, if any. Call until it returns `None`.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<&[u8]> {
+        if let Some(len) = self.error_out.take() {
+            return Some(&self.packet[..len]);
+        }
+        if self.phase == Phase::Over || !self.out.need_send {
+            return None;
+        }
+        self.out.on_transmit(now, &self.rto);
+        self.stats.sent += 1;
+        let (kind, seq, len) = (self.out.kind, self.out.seq, self.out.len);
+        if let Some(after) = self.resend_after.take() {
+            self.stats.resent += 1;
+            self.trace(Event::Resent {
+                kind,
+                seq,
+                len,
+                after,
+            });
+        } else {
+            self.trace(Event::Sent { kind, seq, len });
+        }
+        Some(&self.packet[..len])
+    }
+
+    /// When [`Sender::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.phase == Phase::Over {
+            None
+        } else {
+            self.out.deadline()
+        }
+    }
+
+    /// The next trace event (only recorded with [`Config::trace`]).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Gives up on this side's initiative; the peer is sent an ERROR (aborted).
+    pub fn abort(&mut self, reason: &str) {
+        if self.phase == Phase::Over {
+            return;
+        }
+        self.fail(TransferError::Aborted(reason.to_string()), true);
+    }
+
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    pub fn rto(&self) -> &RtoEstimator {
+        &self.rto
+    }
+    pub fn session(&self) -> SessionId {
+        self.session
+    }
+}
+
+/// Reads until `buf` is full or the source ends; returns the bytes read.
+fn fill(src: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match src.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}

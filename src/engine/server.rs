@@ -1,0 +1,350 @@
+//! The server's side of one session (PROTOCOL.md §4.3, §5.5): the answer to an
+//! accepted REQUEST, and the anti-amplification budget.
+//!
+//! Deciding *whether* to accept (paths, files, policy) is the server driver's job; a
+//! [`ServerSession`] starts once it has decided, with the source or sink it opened.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::{Config, Event, Receiver, Sender, Sink, Stats, Status};
+use crate::rto::RtoEstimator;
+use crate::wire::{self, Accept, Datagram, ErrorCode, Message, Op, SessionId};
+
+/// How long an answered delete or exit is remembered, to answer a resent REQUEST
+/// with the same ACCEPT instead of acting twice.
+pub const ANSWER_LINGER: Duration = Duration::from_secs(5);
+
+enum Role {
+    /// get or list: the server sends; its ACCEPT is packet 0.
+    Send(Sender),
+    /// put: the server receives; its ACCEPT acknowledges the REQUEST.
+    Receive(Receiver),
+    /// delete or exit, already done: the ACCEPT, resent for each resent REQUEST.
+    Answered {
+        reply: Vec<u8>,
+        pending: bool,
+        until: Instant,
+        status: Status,
+    },
+}
+
+/// One accepted session on the server.
+///
+/// Guarantees (anti-amplification): until the client has sent a datagram carrying this
+/// session's random id, which only the server's ACCEPT told it, the session hands out
+/// no more bytes than it has received from the client's address; whatever exceeds
+/// that is held back as if lost, and the timers or the client's resent REQUEST retry.
+pub struct ServerSession {
+    id: SessionId,
+    nonce: SessionId,
+    peer: SocketAddr,
+    op: Op,
+    role: Role,
+    validated: bool,
+    received_bytes: u64,
+    sent_bytes: u64,
+    /// Datagrams not sent because of the budget.
+    pub held_back: u64,
+    foreign: u64,
+    events: VecDeque<Event>,
+    trace: bool,
+}
+
+impl ServerSession {
+    fn new(
+        id: SessionId,
+        peer: SocketAddr,
+        nonce: SessionId,
+        op: Op,
+        request_len: usize,
+        role: Role,
+        cfg: &Config,
+    ) -> Self {
+        ServerSession {
+            id,
+            nonce,
+            peer,
+            op,
+            role,
+            validated: false,
+            received_bytes: request_len as u64,
+            sent_bytes: 0,
+            held_back: 0,
+            foreign: 0,
+            events: VecDeque::new(),
+            trace: cfg.trace,
+        }
+    }
+
+    /// Answers a get or list: sends ACCEPT (with `size`, or [`wire::UNKNOWN_SIZE`]) as
+    /// packet 0, then the stream read from `source` in blocks of `cfg.block_size`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send(
+        id: SessionId,
+        peer: SocketAddr,
+        nonce: SessionId,
+        request_len: usize,
+        op: Op,
+        size: u64,
+        source: Box<dyn Read + Send>,
+        cfg: Config,
+    ) -> Self {
+        let accept = Accept {
+            nonce,
+            op,
+            block_size: cfg.block_size,
+            size,
+        };
+        let sender = Sender::new(
+            id,
+            peer,
+            source,
+            cfg,
+            RtoEstimator::new(cfg.rto),
+            Some(accept),
+        );
+        Self::new(id, peer, nonce, op, request_len, Role::Send(sender), &cfg)
+    }
+
+    /// Answers a put: sends ACCEPT, then receives the stream into `sink`.
+    pub fn receive(
+        id: SessionId,
+        peer: SocketAddr,
+        nonce: SessionId,
+        request_len: usize,
+        sink: Box<dyn Sink + Send>,
+        cfg: Config,
+        now: Instant,
+    ) -> Self {
+        let accept = Accept {
+            nonce,
+            op: Op::Put,
+            block_size: cfg.block_size,
+            size: 0,
+        };
+        let receiver = Receiver::new(
+            id,
+            peer,
+            sink,
+            cfg,
+            RtoEstimator::new(cfg.rto),
+            Some(accept),
+            now,
+        );
+        Self::new(
+            id,
+            peer,
+            nonce,
+            Op::Put,
+            request_len,
+            Role::Receive(receiver),
+            &cfg,
+        )
+    }
+
+    /// Answers a delete or exit that the server has already carried out.
+    pub fn answered(
+        id: SessionId,
+        peer: SocketAddr,
+        nonce: SessionId,
+        request_len: usize,
+        op: Op,
+        cfg: Config,
+        now: Instant,
+    ) -> Self {
+        let d = Datagram {
+            session: id,
+            seq: 0,
+            message: Message::Accept(Accept {
+                nonce,
+                op,
+                block_size: cfg.block_size,
+                size: 0,
+            }),
+        };
+        let mut reply = vec![0; d.wire_len()];
+        d.emit(&mut reply).expect("an ACCEPT always encodes");
+        let role = Role::Answered {
+            reply,
+            pending: true,
+            until: now + cfg.linger.max(ANSWER_LINGER),
+            status: Status::Complete,
+        };
+        Self::new(id, peer, nonce, op, request_len, role, &cfg)
+    }
+
+    /// Feeds in a datagram that the driver routed here: a REQUEST carrying this
+    /// session's nonce, or anything carrying its id. `wire_len` is the datagram's size.
+    pub fn handle(&mut self, now: Instant, from: SocketAddr, d: &Datagram, wire_len: usize) {
+        if from != self.peer {
+            // Someone else using our id (or nonce): not proof of anything; drop it.
+            self.foreign += 1;
+            if self.trace {
+                self.events.push_back(Event::Foreign);
+            }
+            return;
+        }
+        self.received_bytes += wire_len as u64;
+        match d.message {
+            Message::Request(_) if d.session == self.nonce => {}
+            _ if d.session == self.id => self.validated = true,
+            _ => {
+                self.foreign += 1;
+                return;
+            }
+        }
+        match &mut self.role {
+            Role::Send(s) => s.handle(now, d),
+            Role::Receive(r) => r.handle(now, d),
+            Role::Answered { pending, .. } => {
+                if matches!(d.message, Message::Request(_)) {
+                    *pending = true;
+                }
+            }
+        }
+    }
+
+    /// Checks timers. Calling it early is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match &mut self.role {
+            Role::Send(s) => s.handle_timeout(now),
+            Role::Receive(r) => r.handle_timeout(now),
+            Role::Answered { until, status, .. } => {
+                if now >= *until {
+                    *status = Status::Closed;
+                }
+            }
+        }
+    }
+
+    /// The next datagram to send to [`ServerSession::peer`], within the budget.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<&[u8]> {
+        let budget = self.received_bytes.saturating_sub(self.sent_bytes);
+        let bytes: &[u8] = match &mut self.role {
+            Role::Send(s) => s.poll_transmit(now),
+            Role::Receive(r) => r.poll_transmit(now),
+            Role::Answered { reply, pending, .. } => std::mem::take(pending).then_some(&reply[..]),
+        }?;
+        let len = bytes.len() as u64;
+        if self.validated || len <= budget {
+            self.sent_bytes += len;
+            Some(bytes)
+        } else {
+            // Over budget: dropped as if lost. Each role sends one packet at a time,
+            // so nothing else is waiting behind it.
+            self.held_back += 1;
+            None
+        }
+    }
+
+    /// When [`ServerSession::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.role {
+            Role::Send(s) => s.poll_timeout(),
+            Role::Receive(r) => r.poll_timeout(),
+            Role::Answered { until, status, .. } => (*status != Status::Closed).then_some(*until),
+        }
+    }
+
+    /// The next trace event (only recorded with [`Config::trace`]).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(e) = self.events.pop_front() {
+            return Some(e);
+        }
+        match &mut self.role {
+            Role::Send(s) => s.poll_event(),
+            Role::Receive(r) => r.poll_event(),
+            Role::Answered { .. } => None,
+        }
+    }
+
+    pub fn status(&self) -> &Status {
+        match &self.role {
+            Role::Send(s) => s.status(),
+            Role::Receive(r) => r.status(),
+            Role::Answered { status, .. } => status,
+        }
+    }
+
+    /// Counters of this session.
+    pub fn stats(&self) -> Stats {
+        let mut s = match &self.role {
+            Role::Send(s) => *s.stats(),
+            Role::Receive(r) => *r.stats(),
+            Role::Answered { .. } => Stats::default(),
+        };
+        s.dropped += self.foreign;
+        s
+    }
+
+    /// The smoothed round trip, if measured.
+    pub fn srtt(&self) -> Option<Duration> {
+        match &self.role {
+            Role::Send(s) => s.rto().srtt(),
+            Role::Receive(r) => r.rto().srtt(),
+            Role::Answered { .. } => None,
+        }
+    }
+
+    /// Abandons the session (server shutdown); the client is sent an ERROR.
+    pub fn abort(&mut self, reason: &str) {
+        match &mut self.role {
+            Role::Send(s) => s.abort(reason),
+            Role::Receive(r) => r.abort(reason),
+            Role::Answered { .. } => {}
+        }
+    }
+
+    /// Counts a datagram that could not be parsed but was routed here by address.
+    pub fn note_dropped(&mut self, e: wire::WireError) {
+        match &mut self.role {
+            Role::Send(s) => s.note_dropped(e),
+            Role::Receive(r) => r.note_dropped(e),
+            Role::Answered { .. } => self.foreign += 1,
+        }
+    }
+
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+    pub fn nonce(&self) -> SessionId {
+        self.nonce
+    }
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+    pub fn op(&self) -> Op {
+        self.op
+    }
+    /// Whether the client has proven it receives at its address.
+    pub fn validated(&self) -> bool {
+        self.validated
+    }
+}
+
+/// Encodes into `buf` the ERROR that refuses a REQUEST whose nonce was `nonce`, no
+/// longer than `budget` bytes (the REQUEST's size: anti-amplification), shortening the
+/// message if it must. Returns the datagram's length.
+pub fn reject(
+    nonce: SessionId,
+    code: ErrorCode,
+    message: &str,
+    budget: usize,
+    buf: &mut [u8],
+) -> usize {
+    let room = budget
+        .saturating_sub(wire::OVERHEAD + 2)
+        .min(wire::MAX_MESSAGE_LEN);
+    let d = Datagram {
+        session: nonce,
+        seq: 0,
+        message: Message::Error {
+            code,
+            message: super::truncate_utf8(message, room),
+        },
+    };
+    d.emit(buf).unwrap_or(0)
+}

@@ -1,0 +1,18 @@
+//! udpft: reliable file transfer over UDP with stop-and-wait acknowledgements.
+//!
+//! The crate reads like the architecture (see PROTOCOL.md for the protocol itself):
+//!
+//! - [`wire`]: the datagram format. Parse and emit, CRC32-checked; no IO, no clock.
+//! - [`rto`]: the retransmission-timeout estimator (RFC 6298, Karn, backoff).
+//! - [`engine`]: the protocol's decisions as sans-IO state machines: a stop-and-wait
+//!   [`engine::Sender`] and [`engine::Receiver`], wrapped by the client's and the
+//!   server's session (handshake, anti-amplification). The caller passes `now`.
+//! - [`link`]: the lossy-link model (drop, duplicate, reorder, corrupt, delay), seeded.
+//! - [`sim`]: a virtual-clock driver that runs a client and a server session through
+//!   the link model, used by tests and examples.
+
+pub mod engine;
+pub mod link;
+pub mod rto;
+pub mod sim;
+pub mod wire;

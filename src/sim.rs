@@ -1,0 +1,460 @@
+//! A whole session over the simulated link, on a virtual clock.
+//!
+//! [`run`] drives a [`ClientSession`] and a [`ServerSession`] through a [`Link`]:
+//! every datagram each side emits is given a fate by the link model and delivered
+//! (or not) at its virtual arrival time; timers fire at their deadlines. No wall time
+//! passes and no socket is touched, so thousands of transfers run in a test.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::engine::{
+    ClientSession, Config, Event, Job, ServerSession, Sink, Stats, Status, reject,
+};
+use crate::link::{Link, LinkConfig, LinkStats, Way};
+use crate::wire::{Datagram, ErrorCode, Message, Op, SessionId};
+
+/// The client's address in the simulation.
+pub const CLIENT: &str = "192.0.2.1:40000";
+/// The server's address in the simulation.
+pub const SERVER: &str = "192.0.2.2:6969";
+
+/// What the simulated server does with the request.
+pub enum ServerPlan {
+    /// Answer a get or list from this source, announcing `size`.
+    Serve(Box<dyn Read + Send>, u64),
+    /// Answer a put into this sink.
+    Store(Box<dyn Sink + Send>),
+    /// Carry out a delete or exit.
+    Answer,
+    /// Refuse with this error.
+    Refuse(ErrorCode, String),
+}
+
+/// Settings of one simulated session.
+#[derive(Debug, Clone, Copy)]
+pub struct SimConfig {
+    pub link: LinkConfig,
+    pub seed: u64,
+    pub client: Config,
+    pub server: Config,
+    /// Virtual time after which the run is declared hung.
+    pub time_limit: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            link: LinkConfig::default(),
+            seed: 1,
+            client: Config::default(),
+            server: Config::default(),
+            time_limit: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What happened in one simulated session.
+#[derive(Debug, Clone)]
+pub struct SimOutcome {
+    pub client: Status,
+    /// `None` if no REQUEST ever reached the server.
+    pub server: Option<Status>,
+    pub client_stats: Stats,
+    pub server_stats: Stats,
+    pub to_server: LinkStats,
+    pub to_client: LinkStats,
+    /// Datagrams the server could not parse or route (counted, never acted on).
+    pub server_dropped: u64,
+    /// Datagrams the server held back for the anti-amplification budget.
+    pub held_back: u64,
+    /// Virtual time from the first REQUEST until both sides were done.
+    pub elapsed: Duration,
+    /// True if the run stopped at the time limit with a side still running.
+    pub hung: bool,
+    /// Every trace line, prefixed with the virtual time and the side, if tracing was on.
+    pub trace: Vec<String>,
+}
+
+/// A sink that keeps what it receives where a test can read it afterwards, and records
+/// whether the receiver committed it.
+#[derive(Clone, Default)]
+pub struct Capture {
+    pub bytes: Arc<Mutex<Vec<u8>>>,
+    pub committed: Arc<Mutex<bool>>,
+}
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.bytes.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink for Capture {
+    fn commit(&mut self) -> io::Result<()> {
+        *self.committed.lock().unwrap() = true;
+        Ok(())
+    }
+}
+
+impl Capture {
+    pub fn contents(&self) -> Vec<u8> {
+        self.bytes.lock().unwrap().clone()
+    }
+    pub fn is_committed(&self) -> bool {
+        *self.committed.lock().unwrap()
+    }
+}
+
+/// A reader of `len` pseudo-random bytes that never holds them all in memory.
+pub struct Pattern {
+    left: u64,
+    state: u64,
+}
+
+impl Pattern {
+    pub fn new(len: u64, seed: u64) -> Self {
+        Pattern {
+            left: len,
+            state: seed | 1,
+        }
+    }
+
+    /// The CRC32 and length the pattern produces, computed by streaming it.
+    pub fn crc(len: u64, seed: u64) -> u32 {
+        let mut p = Pattern::new(len, seed);
+        let mut h = crc32fast::Hasher::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = p.read(&mut buf).unwrap();
+            if n == 0 {
+                return h.finalize();
+            }
+            h.update(&buf[..n]);
+        }
+    }
+}
+
+impl Read for Pattern {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (buf.len() as u64).min(self.left) as usize;
+        for b in &mut buf[..n] {
+            // xorshift64: cheap, deterministic.
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            *b = self.state as u8;
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// A sink that keeps only the length and CRC32 of what it receives.
+#[derive(Clone, Default)]
+pub struct Digest {
+    inner: Arc<Mutex<(u64, crc32fast::Hasher, bool)>>,
+}
+
+impl Write for Digest {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut g = self.inner.lock().unwrap();
+        g.0 += buf.len() as u64;
+        g.1.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink for Digest {
+    fn commit(&mut self) -> io::Result<()> {
+        self.inner.lock().unwrap().2 = true;
+        Ok(())
+    }
+}
+
+impl Digest {
+    /// Length, CRC32 and whether it was committed.
+    pub fn result(&self) -> (u64, u32, bool) {
+        let g = self.inner.lock().unwrap();
+        (g.0, g.1.clone().finalize(), g.2)
+    }
+}
+
+struct InFlight {
+    at: Instant,
+    order: u64,
+    way: Way,
+    bytes: Vec<u8>,
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.order) == (o.at, o.order)
+    }
+}
+impl Eq for InFlight {}
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for InFlight {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.order).cmp(&(o.at, o.order))
+    }
+}
+
+/// The link plus the datagrams travelling on it.
+struct Wire {
+    link: Link,
+    queue: BinaryHeap<Reverse<InFlight>>,
+    order: u64,
+}
+
+impl Wire {
+    fn send(&mut self, now: Instant, way: Way, bytes: &[u8]) {
+        let fate = self.link.direction(way).decide(bytes.len());
+        for d in fate.deliveries() {
+            let mut copy = bytes.to_vec();
+            if let Some(c) = d.corruption {
+                c.apply(&mut copy);
+            }
+            self.order += 1;
+            self.queue.push(Reverse(InFlight {
+                at: now + d.after,
+                order: self.order,
+                way,
+                bytes: copy,
+            }));
+        }
+    }
+}
+
+fn terminal(s: &Status) -> bool {
+    matches!(s, Status::Closed | Status::Failed(_))
+}
+
+/// Runs one session: the client does `job` on `name`; the server answers per `plan`.
+pub fn run(cfg: SimConfig, name: &str, job: Job, plan: ServerPlan) -> SimOutcome {
+    run_scripted(cfg, name, job, plan, &mut |_, _| true)
+}
+
+/// Like [`run`], but every datagram that survives the link is first shown to `arrive`
+/// at its arrival time, which may rewrite it and returns whether to deliver it. Tests
+/// use it to lose one chosen packet, or to watch what is in flight.
+pub fn run_scripted(
+    cfg: SimConfig,
+    name: &str,
+    job: Job,
+    plan: ServerPlan,
+    arrive: &mut dyn FnMut(Way, &mut Vec<u8>) -> bool,
+) -> SimOutcome {
+    let client_addr: SocketAddr = CLIENT.parse().unwrap();
+    let server_addr: SocketAddr = SERVER.parse().unwrap();
+    let start = Instant::now();
+    let mut now = start;
+    let nonce: SessionId = 0x1000 + cfg.seed;
+    let server_id: SessionId = 0xABCD_0000 + cfg.seed;
+    let op = job.op();
+    let mut client =
+        ClientSession::new(server_addr, nonce, name, job, cfg.client).expect("name fits");
+    let mut plan = Some(plan);
+    let mut server: Option<ServerSession> = None;
+    let mut server_dropped = 0;
+    let mut wire = Wire {
+        link: Link::new(cfg.link, cfg.seed),
+        queue: BinaryHeap::new(),
+        order: 0,
+    };
+    let mut trace = Vec::new();
+    let tracing = cfg.client.trace || cfg.server.trace;
+    let mut scratch = vec![0u8; 2048];
+    let mut hung = false;
+
+    loop {
+        while let Some(b) = client.poll_transmit(now) {
+            wire.send(now, Way::ClientToServer, b);
+        }
+        if let Some(s) = server.as_mut() {
+            while let Some(b) = s.poll_transmit(now) {
+                wire.send(now, Way::ServerToClient, b);
+            }
+        }
+        if tracing {
+            let t = now - start;
+            while let Some(e) = client.poll_event() {
+                trace.push(line(t, "client", &e));
+            }
+            if let Some(s) = server.as_mut() {
+                while let Some(e) = s.poll_event() {
+                    trace.push(line(t, "server", &e));
+                }
+            }
+        }
+        let server_done = server.as_ref().is_none_or(|s| terminal(s.status()));
+        if terminal(client.status()) && server_done && wire.queue.is_empty() {
+            break;
+        }
+        let next = [
+            wire.queue.peek().map(|Reverse(f)| f.at),
+            client.poll_timeout(),
+            server.as_ref().and_then(|s| s.poll_timeout()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let Some(next) = next else {
+            // Nothing in flight and no timer armed, yet someone is not done: a hang.
+            hung = true;
+            break;
+        };
+        if next - start > cfg.time_limit {
+            hung = true;
+            break;
+        }
+        now = now.max(next);
+        while wire.queue.peek().is_some_and(|Reverse(f)| f.at <= now) {
+            let Reverse(mut f) = wire.queue.pop().unwrap();
+            if !arrive(f.way, &mut f.bytes) {
+                continue;
+            }
+            match f.way {
+                Way::ClientToServer => deliver_to_server(
+                    now,
+                    client_addr,
+                    &f.bytes,
+                    &mut server,
+                    &mut plan,
+                    &mut server_dropped,
+                    (server_id, op, cfg.server),
+                    &mut scratch,
+                    &mut wire,
+                ),
+                Way::ServerToClient => client.handle_datagram(now, &f.bytes),
+            }
+        }
+        if client.poll_timeout().is_some_and(|t| t <= now) {
+            client.handle_timeout(now);
+        }
+        if let Some(s) = server.as_mut()
+            && s.poll_timeout().is_some_and(|t| t <= now)
+        {
+            s.handle_timeout(now);
+        }
+    }
+
+    SimOutcome {
+        client: client.status().clone(),
+        server: server.as_ref().map(|s| s.status().clone()),
+        client_stats: client.stats(),
+        server_stats: server.as_ref().map(|s| s.stats()).unwrap_or_default(),
+        to_server: wire.link.to_server.stats(),
+        to_client: wire.link.to_client.stats(),
+        server_dropped,
+        held_back: server.as_ref().map_or(0, |s| s.held_back),
+        elapsed: now - start,
+        hung,
+        trace,
+    }
+}
+
+fn line(t: Duration, side: &str, e: &Event) -> String {
+    format!("{:>9.3} ms  {side}: {e}", t.as_secs_f64() * 1e3)
+}
+
+/// The simulated server's front door: parse, route by nonce or id, create the session
+/// on the first acceptable REQUEST, refuse otherwise.
+#[allow(clippy::too_many_arguments)]
+fn deliver_to_server(
+    now: Instant,
+    from: SocketAddr,
+    bytes: &[u8],
+    server: &mut Option<ServerSession>,
+    plan: &mut Option<ServerPlan>,
+    dropped: &mut u64,
+    (id, op, cfg): (SessionId, Op, Config),
+    scratch: &mut [u8],
+    wire: &mut Wire,
+) {
+    let d = match Datagram::parse(bytes) {
+        Ok(d) => d,
+        Err(e) => {
+            // The header cannot be trusted, so the datagram cannot be routed: count it
+            // against the one session there is, as a real server counts it globally.
+            match server.as_mut() {
+                Some(s) => s.note_dropped(e),
+                None => *dropped += 1,
+            }
+            return;
+        }
+    };
+    if let Some(s) = server.as_mut() {
+        if d.session == s.id() || d.session == s.nonce() {
+            s.handle(now, from, &d, bytes.len());
+        } else {
+            *dropped += 1;
+        }
+        return;
+    }
+    let Message::Request(req) = d.message else {
+        *dropped += 1;
+        return;
+    };
+    let cfg = Config {
+        block_size: req.block_size.min(cfg.block_size),
+        ..cfg
+    };
+    match plan.take() {
+        Some(ServerPlan::Serve(src, size)) => {
+            *server = Some(ServerSession::send(
+                id,
+                from,
+                d.session,
+                bytes.len(),
+                op,
+                size,
+                src,
+                cfg,
+            ))
+        }
+        Some(ServerPlan::Store(sink)) => {
+            *server = Some(ServerSession::receive(
+                id,
+                from,
+                d.session,
+                bytes.len(),
+                sink,
+                cfg,
+                now,
+            ))
+        }
+        Some(ServerPlan::Answer) => {
+            *server = Some(ServerSession::answered(
+                id,
+                from,
+                d.session,
+                bytes.len(),
+                op,
+                cfg,
+                now,
+            ))
+        }
+        Some(ServerPlan::Refuse(code, msg)) => {
+            let n = reject(d.session, code, &msg, bytes.len(), scratch);
+            wire.send(now, Way::ServerToClient, &scratch[..n]);
+            *plan = Some(ServerPlan::Refuse(code, msg));
+        }
+        None => *dropped += 1,
+    }
+}
