@@ -8,11 +8,13 @@
 //!   [`engine::Sender`] and [`engine::Receiver`], wrapped by the client's and the
 //!   server's session (handshake, anti-amplification). The caller passes `now`.
 //! - [`link`]: the lossy-link model (drop, duplicate, reorder, corrupt, delay), seeded.
+//! - [`net`]: the drivers that touch the OS: sockets, files, the terminal.
 //! - [`sim`]: a virtual-clock driver that runs a client and a server session through
 //!   the link model, used by tests and examples.
 
 pub mod engine;
 pub mod link;
+pub mod net;
 pub mod rto;
 pub mod sim;
 pub mod wire;
