@@ -61,6 +61,17 @@ pub struct Config {
     pub trace: bool,
 }
 
+impl Config {
+    /// The longest a sender with these settings keeps resending one packet before it
+    /// gives up: the ceiling times the number of tries. A server that received a put
+    /// lingers this long, so a client whose ack of DONE was lost always hears again.
+    pub fn retry_span(&self) -> Duration {
+        self.rto
+            .max
+            .saturating_mul(self.max_retries.saturating_add(1))
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {

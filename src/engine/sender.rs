@@ -71,7 +71,8 @@ impl Sender {
             source,
             cfg,
             block,
-            packet: vec![0; OVERHEAD + block],
+            // Room for a full block, and for the longest ERROR when the block is small.
+            packet: vec![0; OVERHEAD + block.max(2 + wire::MAX_MESSAGE_LEN)],
             out: Outstanding::new(Kind::Data, 0, 0),
             phase: Phase::Data,
             rto,
