@@ -22,7 +22,7 @@ use udpft::net::relay::{DEFAULT_IDLE, Relay, RelayConfig, parse_duration};
 /// Durations are written like 2ms, 500us, 1s. On Ctrl-C (or SIGTERM) the relay prints
 /// what it did, per direction, and exits.
 #[derive(Parser, Debug)]
-#[command(name = "udpft-lossy", version)]
+#[command(name = "udpft-lossy", version, allow_negative_numbers = true)]
 struct Cli {
     /// The address clients send to (port 0: let the OS choose; the line printed on
     /// start says which).
@@ -187,6 +187,12 @@ fn main() -> ExitCode {
         Ok(h) => h,
         Err(e) => return fail(format_args!("cannot start: {e}")),
     };
+    let (sig_tx, sig_rx) = mpsc::channel();
+    if let Err(e) = ctrlc::set_handler(move || {
+        let _ = sig_tx.send(());
+    }) {
+        return fail(format_args!("cannot install the signal handler: {e}"));
+    }
     println!(
         "udpft-lossy relaying {} -> {server} (seed {seed})",
         handle.local_addr()
@@ -194,12 +200,6 @@ fn main() -> ExitCode {
     println!("to server: {}", describe(&link.to_server));
     println!("to client: {}", describe(&link.to_client));
 
-    let (sig_tx, sig_rx) = mpsc::channel();
-    if let Err(e) = ctrlc::set_handler(move || {
-        let _ = sig_tx.send(());
-    }) {
-        return fail(format_args!("cannot install the signal handler: {e}"));
-    }
     loop {
         let r = match cli.stats_interval {
             Some(every) if !every.is_zero() => sig_rx.recv_timeout(every),

@@ -378,6 +378,7 @@ impl Scheduler {
             while self.queue.peek().is_some_and(|Reverse(p)| p.due <= now) {
                 let Reverse(p) = self.queue.pop().unwrap();
                 self.deliver(p, now);
+                self.publish();
             }
             if now >= next_sweep {
                 self.sweep(now);
@@ -497,7 +498,6 @@ impl Scheduler {
                     self.tx.clone(),
                     stop.clone(),
                 )?;
-                self.counters.clients += 1;
                 Ok(e.insert(Upstream {
                     socket,
                     server: self.cfg.server,
@@ -522,7 +522,6 @@ impl Scheduler {
         let closed = before - self.upstreams.len();
         if closed > 0 {
             self.counters.idle_closed += closed as u64;
-            self.counters.clients = self.upstreams.len();
             self.publish();
         }
     }
