@@ -218,6 +218,12 @@ impl Server {
                 }
             }
         }
+        // Whatever is left (answered deletes or exits still lingering) ends here.
+        let now = Instant::now();
+        let left: Vec<SessionId> = st.sessions.keys().copied().collect();
+        for id in left {
+            st.remove(id, now);
+        }
         st.log(
             Verbosity::Verbose,
             format_args!(
@@ -293,7 +299,8 @@ impl State {
             return;
         };
         self.by_nonce.remove(&(e.s.peer(), e.s.nonce()));
-        if self.opts.verbosity >= Verbosity::Normal {
+        // An answered delete or exit was logged when it was carried out.
+        if self.opts.verbosity >= Verbosity::Normal && !e.answered {
             let st = e.s.stats();
             let outcome = match e.s.status() {
                 Status::Failed(err) => format!("failed: {err}"),
@@ -473,6 +480,12 @@ impl State {
             );
         }
         self.stats.sessions += 1;
+        if answered {
+            self.log(
+                Verbosity::Normal,
+                format_args!("{from} {} '{}': ok", req.op.name(), req.name.escape_debug()),
+            );
+        }
         self.log(
             Verbosity::Verbose,
             format_args!(
