@@ -734,3 +734,48 @@ fn large_file_streams_in_bounded_memory() {
     );
     assert!(hwm < 64 * 1024, "udpftd used {hwm} KiB");
 }
+
+#[test]
+fn sigterm_aborts_transfers_after_the_grace_time() {
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    {
+        let mut f = std::io::BufWriter::new(fs::File::create(cli.path().join("big")).unwrap());
+        for i in 0..64 {
+            f.write_all(&content(1 << 20, i)).unwrap();
+        }
+    }
+    let mut srv = Server::start(root.path(), &["--grace", "300ms"]);
+    let child = Command::new(UDPFT)
+        .current_dir(cli.path())
+        .args(["--block-size", "512", "put", &srv.addr, "big"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while temp_files(root.path()).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "upload never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let st = Command::new("kill")
+        .args(["-TERM", &srv.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let status = srv
+        .wait_exit(Duration::from_secs(10))
+        .expect("udpftd exits");
+    assert!(status.success(), "{status:?}");
+    // The client was told (an ERROR), rather than left to time out.
+    let o = child.wait_with_output().unwrap();
+    assert_fails(&o, 1, "shutting down");
+    assert!(!root.path().join("big").exists());
+    assert!(temp_files(root.path()).is_empty());
+    let log = srv.log();
+    assert!(log.contains("stopping"), "log: {log}");
+}

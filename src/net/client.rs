@@ -106,7 +106,7 @@ impl ClientError {
                 | ErrorCode::AlreadyExists
                 | ErrorCode::NotAllowed
                 | ErrorCode::BadRequest => message.clone(),
-                c => format!("server: {c}: {message}"),
+                _ => format!("server: {message}"),
             },
             e => e.to_string(),
         };
