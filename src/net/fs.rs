@@ -62,7 +62,17 @@ pub fn check_name(name: &str) -> Result<PathBuf, Refusal> {
     let mut rel = PathBuf::new();
     for c in Path::new(name).components() {
         match c {
-            Component::Normal(part) => rel.push(part),
+            Component::Normal(part) => {
+                if is_temp_name(&part.to_string_lossy()) {
+                    return Err(Refusal::new(
+                        ErrorCode::AccessDenied,
+                        format!(
+                            "access denied: '{name}' is a reserved name (an upload in progress)"
+                        ),
+                    ));
+                }
+                rel.push(part)
+            }
             Component::CurDir => {}
             Component::ParentDir => {
                 return Err(Refusal::new(
@@ -353,6 +363,10 @@ mod tests {
         );
         assert_eq!(
             check_name("/etc/passwd").unwrap_err().code,
+            ErrorCode::AccessDenied
+        );
+        assert_eq!(
+            check_name("d/.udpft-0123.part").unwrap_err().code,
             ErrorCode::AccessDenied
         );
         // A name that merely contains dots is fine.
