@@ -609,3 +609,26 @@ fn sequence_numbers_cross_the_16_bit_range() {
     assert_eq!(got_crc, Pattern::crc(len, 99));
     assert!(o.client_stats.received > 65_536);
 }
+
+/// PROTOCOL.md §9 shows this run's trace; the spec and the code must agree on it.
+#[test]
+fn worked_example_matches_protocol_md() {
+    let bytes = data(2500, 4);
+    let (o, cap) = get_scripted(
+        traced(1024),
+        &bytes,
+        &mut lose(Way::ServerToClient, Kind::Data, 2, 0),
+    );
+    assert!(check(&o, &cap, &bytes, "worked example"));
+    let spec =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/PROTOCOL.md")).unwrap();
+    let start = spec
+        .find("<!-- worked-example:start -->\n```\n")
+        .expect("start marker")
+        + 34;
+    let end = spec
+        .find("```\n<!-- worked-example:end -->")
+        .expect("end marker");
+    let documented: Vec<&str> = spec[start..end].lines().collect();
+    assert_eq!(documented, o.trace, "PROTOCOL.md §9 is out of date");
+}

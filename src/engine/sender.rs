@@ -252,7 +252,7 @@ impl Sender {
         }
         self.out.on_transmit(now, &self.rto);
         self.stats.sent += 1;
-        let (kind, seq, len) = (self.out.kind, self.out.seq, self.out.len);
+        let (kind, seq, len) = (self.out.kind, self.out.seq, self.out.len - OVERHEAD);
         if let Some(after) = self.resend_after.take() {
             self.stats.resent += 1;
             self.trace(Event::Resent {
@@ -264,7 +264,7 @@ impl Sender {
         } else {
             self.trace(Event::Sent { kind, seq, len });
         }
-        Some(&self.packet[..len])
+        Some(&self.packet[..self.out.len])
     }
 
     /// When [`Sender::handle_timeout`] should next be called.
