@@ -61,6 +61,17 @@ pub struct Config {
     pub trace: bool,
 }
 
+impl Config {
+    /// The longest a sender with these settings keeps resending one packet before it
+    /// gives up: the ceiling times the number of tries. A server that received a put
+    /// lingers this long, so a client whose ack of DONE was lost always hears again.
+    pub fn retry_span(&self) -> Duration {
+        self.rto
+            .max
+            .saturating_mul(self.max_retries.saturating_add(1))
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -241,6 +252,25 @@ pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// Encodes the ERROR that tells the peer why this side failed; `None` if `buf` is too small.
+pub(crate) fn encode_error(
+    session: crate::wire::SessionId,
+    seq: crate::wire::Seq,
+    e: &TransferError,
+    buf: &mut [u8],
+) -> Option<usize> {
+    let msg = e.to_string();
+    let d = crate::wire::Datagram {
+        session,
+        seq,
+        message: crate::wire::Message::Error {
+            code: e.wire_code(),
+            message: truncate_utf8(&msg, crate::wire::MAX_MESSAGE_LEN),
+        },
+    };
+    d.emit(buf).ok()
 }
 
 pub(crate) fn count_drop(stats: &mut Stats, e: crate::wire::WireError) {

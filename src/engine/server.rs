@@ -125,6 +125,12 @@ impl ServerSession {
             block_size: cfg.block_size,
             size: 0,
         };
+        // Linger through the client's whole retry span: if our ack of DONE is lost, its
+        // resent DONE must still find us, or a stored file would be reported as failed.
+        let cfg = Config {
+            linger: cfg.linger.max(cfg.retry_span()),
+            ..cfg
+        };
         let receiver = Receiver::new(
             id,
             peer,
