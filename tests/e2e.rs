@@ -840,3 +840,51 @@ fn hostile_requests_get_small_errors() {
     assert_ok(&udpft(cli.path(), &["get", &srv.addr, "a"]));
     assert_eq!(fs::read(cli.path().join("a")).unwrap(), b"aaa");
 }
+
+#[test]
+fn ctrl_c_abandons_an_upload_and_tells_the_server() {
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    {
+        let mut f = std::io::BufWriter::new(fs::File::create(cli.path().join("big")).unwrap());
+        for i in 0..64 {
+            f.write_all(&content(1 << 20, i)).unwrap();
+        }
+    }
+    // A long idle timeout: the temporary file must go because the client said so.
+    let srv = Server::start(root.path(), &["--idle", "60s"]);
+    let child = Command::new(UDPFT)
+        .current_dir(cli.path())
+        .args(["--block-size", "512", "put", &srv.addr, "big"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while temp_files(root.path()).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "upload never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = child.wait_with_output().unwrap();
+    assert_fails(&o, 130, "interrupted");
+    let t = Instant::now();
+    while !temp_files(root.path()).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the server was not told"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!root.path().join("big").exists());
+    let log = srv.log();
+    assert!(log.contains("interrupted by the user"), "log: {log}");
+}
