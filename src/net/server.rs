@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
+use super::Waiter;
 use super::fs::{AtomicFile, Refusal, Root, listing};
-use super::recv_until;
 use crate::engine::{Config, RtoConfig, ServerSession, Status, reject};
 use crate::wire::{self, Datagram, ErrorCode, Message, Op, Request, SessionId};
 
@@ -161,6 +161,7 @@ impl Server {
     /// set and transfers in flight finished (or the grace time ran out).
     pub fn run(self, stop: &AtomicBool) -> io::Result<ServerStats> {
         let mut buf = vec![0u8; wire::MAX_DATAGRAM];
+        let mut waiter = Waiter::from_env();
         let mut st = State {
             sock: self.sock,
             root: self.root,
@@ -216,7 +217,7 @@ impl Server {
             if let Mode::Stopping(until) = st.mode {
                 deadline = deadline.min(until);
             }
-            match recv_until(&st.sock, &mut buf, deadline) {
+            match waiter.recv_until(&st.sock, &mut buf, deadline) {
                 Ok(Some((n, from))) => st.datagram(Instant::now(), from, &buf[..n]),
                 Ok(None) => {}
                 Err(e) => {
