@@ -376,6 +376,7 @@ impl<'a> Datagram<'a> {
         let p = &body[HEADER_LEN..];
         let message = match kind {
             Kind::Request => Message::Request(parse_request(bytes.len(), session, seq, p)?),
+            Kind::Accept if session == 0 => return Err(WireError::Malformed("accept")),
             Kind::Accept => Message::Accept(parse_accept(seq, p)?),
             Kind::Data => {
                 if p.is_empty() || seq == 0 {
@@ -549,12 +550,12 @@ pub fn emit_data_in_place(
 
 fn parse_request<'a>(
     total_len: usize,
-    _session: SessionId,
+    session: SessionId,
     seq: Seq,
     p: &'a [u8],
 ) -> Result<Request<'a>, WireError> {
     const E: WireError = WireError::Malformed("request");
-    if total_len < MIN_REQUEST_LEN || seq != 0 || p.len() < field::REQ_NAME {
+    if total_len < MIN_REQUEST_LEN || session == 0 || seq != 0 || p.len() < field::REQ_NAME {
         return Err(E);
     }
     let op = Op::from_u8(p[field::REQ_OP]).ok_or(E)?;

@@ -414,12 +414,13 @@ fn stop_and_wait_never_has_two_blocks_outstanding() {
     }
 }
 
-/// A sender whose DONE claims the wrong CRC32 (a valid datagram, so only the stream
-/// check can catch it): the receiver must fail, tell the sender, and commit nothing.
-#[test]
-fn done_with_wrong_crc_is_an_error_not_a_success() {
-    let bytes = data(3000, 11);
-    let mut tamper = |w: Way, b: &mut Vec<u8>| {
+/// A change to DONE's (length, CRC32).
+type DoneChange = fn(u64, u32) -> (u64, u32);
+
+/// Rewrites every DONE from the server with `change(length, crc)`, as a valid datagram:
+/// a buggy sender, or corruption that slipped past the datagram CRC.
+fn tamper_done(change: DoneChange) -> impl FnMut(Way, &mut Vec<u8>) -> bool {
+    move |w, b| {
         if w == Way::ServerToClient
             && let Some(Datagram {
                 session,
@@ -427,66 +428,49 @@ fn done_with_wrong_crc_is_an_error_not_a_success() {
                 message: Message::Done { length, crc },
             }) = parse(b)
         {
+            let (length, crc) = change(length, crc);
             let d = Datagram {
                 session,
                 seq,
-                message: Message::Done {
-                    length,
-                    crc: crc ^ 1,
-                },
+                message: Message::Done { length, crc },
             };
             let n = d.emit(b).unwrap();
             b.truncate(n);
         }
         true
-    };
-    let (o, cap) = get_scripted(cfg(512, LinkConfig::default(), 1), &bytes, &mut tamper);
-    assert!(!check(&o, &cap, &bytes, "tampered done"));
-    assert!(
-        matches!(o.client, Status::Failed(TransferError::Integrity { .. })),
-        "{:?}",
-        o.client
-    );
-    assert!(
-        matches!(
-            &o.server,
-            Some(Status::Failed(TransferError::Remote {
-                code: ErrorCode::Integrity,
-                ..
-            }))
-        ),
-        "{:?}",
-        o.server
-    );
+    }
 }
 
-/// Same for the length: a DONE that claims one byte more.
+/// A DONE whose CRC32 or length disagrees with the stream: the receiver must fail,
+/// tell the sender, and commit nothing.
 #[test]
-fn done_with_wrong_length_is_an_error() {
-    let bytes = data(700, 12);
-    let mut tamper = |w: Way, b: &mut Vec<u8>| {
-        if w == Way::ServerToClient
-            && let Some(Datagram {
-                session,
-                seq,
-                message: Message::Done { length, crc },
-            }) = parse(b)
-        {
-            let d = Datagram {
-                session,
-                seq,
-                message: Message::Done {
-                    length: length + 1,
-                    crc,
-                },
-            };
-            let n = d.emit(b).unwrap();
-            b.truncate(n);
-        }
-        true
-    };
-    let (o, cap) = get_scripted(cfg(512, LinkConfig::default(), 1), &bytes, &mut tamper);
-    assert!(!check(&o, &cap, &bytes, "tampered done length"));
+fn done_with_wrong_crc_or_length_is_an_error_not_a_success() {
+    let changes: [DoneChange; 2] = [|l, c| (l, c ^ 1), |l, c| (l + 1, c)];
+    for change in changes {
+        let bytes = data(3000, 11);
+        let (o, cap) = get_scripted(
+            cfg(512, LinkConfig::default(), 1),
+            &bytes,
+            &mut tamper_done(change),
+        );
+        assert!(!check(&o, &cap, &bytes, "tampered done"));
+        assert!(
+            matches!(o.client, Status::Failed(TransferError::Integrity { .. })),
+            "{:?}",
+            o.client
+        );
+        assert!(
+            matches!(
+                &o.server,
+                Some(Status::Failed(TransferError::Remote {
+                    code: ErrorCode::Integrity,
+                    ..
+                }))
+            ),
+            "{:?}",
+            o.server
+        );
+    }
 }
 
 /// Corrupted datagrams are caught by the CRC32, counted, and the transfer still succeeds.
@@ -608,4 +592,56 @@ fn sequence_numbers_cross_the_16_bit_range() {
     assert_eq!(got_len, len);
     assert_eq!(got_crc, Pattern::crc(len, 99));
     assert!(o.client_stats.received > 65_536);
+}
+
+/// PROTOCOL.md §9 shows this run's trace; the spec and the code must agree on it.
+#[test]
+fn worked_example_matches_protocol_md() {
+    let bytes = data(2500, 4);
+    let (o, cap) = get_scripted(
+        traced(1024),
+        &bytes,
+        &mut lose(Way::ServerToClient, Kind::Data, 2, 0),
+    );
+    assert!(check(&o, &cap, &bytes, "worked example"));
+    let spec =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/PROTOCOL.md")).unwrap();
+    let start = spec
+        .find("<!-- worked-example:start -->\n```\n")
+        .expect("start marker")
+        + 34;
+    let end = spec
+        .find("```\n<!-- worked-example:end -->")
+        .expect("end marker");
+    let documented: Vec<&str> = spec[start..end].lines().collect();
+    assert_eq!(documented, o.trace, "PROTOCOL.md §9 is out of date");
+}
+
+/// Lengths and sequence numbers beyond 32 bits: a 5 GiB stream, streamed from a
+/// generator into a digest through the simulated link (no wall time spent waiting).
+#[test]
+fn streams_beyond_4_gib() {
+    let len: u64 = (5 << 30) + 12_345;
+    let sink = Digest::default();
+    let c = cfg(udpft::wire::MAX_BLOCK_SIZE, LinkConfig::default(), 1);
+    let o = sim::run(
+        c,
+        "huge",
+        Job::Put(
+            Box::new(std::io::Read::take(std::io::repeat(0xA5), len)),
+            len,
+        ),
+        ServerPlan::Store(Box::new(sink.clone())),
+    );
+    assert_eq!(o.client, Status::Closed, "{:?}", o.client);
+    let (got_len, got_crc, committed) = sink.result();
+    assert!(committed);
+    assert_eq!(got_len, len);
+    let mut h = crc32fast::Hasher::new();
+    let chunk = vec![0xA5u8; 1 << 20];
+    for _ in 0..(len >> 20) {
+        h.update(&chunk);
+    }
+    h.update(&chunk[..(len % (1 << 20)) as usize]);
+    assert_eq!(got_crc, h.finalize());
 }

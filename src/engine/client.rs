@@ -254,7 +254,7 @@ impl ClientSession {
                 }
                 out.on_transmit(now, &self.rto);
                 self.stats.sent += 1;
-                let (seq, len) = (out.seq, out.len);
+                let (seq, len) = (out.seq, out.len - wire::OVERHEAD);
                 let event = match resend_after.take() {
                     Some(after) => {
                         self.stats.resent += 1;
@@ -274,7 +274,7 @@ impl ClientSession {
                 if self.cfg.trace {
                     self.events.push_back(event);
                 }
-                Some(&packet[..len])
+                Some(&packet[..out.len])
             }
             Phase::Sending(s) => s.poll_transmit(now),
             Phase::Receiving(r) => r.poll_transmit(now),

@@ -10,7 +10,7 @@ use crate::wire::{Kind, Seq, WireError};
 /// One thing that happened in a session. [`fmt::Display`] gives the trace line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A packet went out for the first time.
+    /// A packet went out for the first time; `len` is its payload's size.
     Sent { kind: Kind, seq: Seq, len: usize },
     /// A retransmission timer expired and the packet went out again.
     Resent {
@@ -53,6 +53,15 @@ pub(crate) fn kind_name(kind: Kind) -> &'static str {
     }
 }
 
+/// The payload size of a DATA, in parentheses; other packets' sizes say nothing useful.
+fn size(kind: Kind, len: usize) -> String {
+    if kind == Kind::Data {
+        format!(" ({len} B)")
+    } else {
+        String::new()
+    }
+}
+
 /// Milliseconds with enough digits for sub-millisecond LAN round trips.
 pub(crate) fn ms(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1e3;
@@ -67,7 +76,7 @@ impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Event::Sent { kind, seq, len } => {
-                write!(f, "{} #{seq} sent ({len} B)", kind_name(*kind))
+                write!(f, "{} #{seq} sent{}", kind_name(*kind), size(*kind, *len))
             }
             Event::Resent {
                 kind,
@@ -76,34 +85,45 @@ impl fmt::Display for Event {
                 after,
             } => write!(
                 f,
-                "timeout after {}, {} #{seq} resent ({len} B)",
+                "timeout after {}, {} #{seq} resent{}",
                 ms(*after),
-                kind_name(*kind)
+                kind_name(*kind),
+                size(*kind, *len)
             ),
-            Event::Acked { kind, seq, rtt } => match rtt {
-                Some(rtt) => write!(
-                    f,
-                    "ack of {} #{seq} received, round trip {}",
-                    kind_name(*kind),
-                    ms(*rtt)
-                ),
-                None => write!(
-                    f,
-                    "ack of {} #{seq} received (it was resent: no round-trip sample)",
-                    kind_name(*kind)
-                ),
+            Event::Acked {
+                kind: Kind::Request,
+                rtt,
+                ..
+            } => match rtt {
+                Some(rtt) => write!(f, "accept received, round trip {}", ms(*rtt)),
+                None => {
+                    f.write_str("accept received (the request was resent: no round-trip sample)")
+                }
             },
+            Event::Acked { kind, seq, rtt } => {
+                let what = match kind {
+                    Kind::Done => " (done acknowledged: transfer complete)",
+                    _ => "",
+                };
+                match rtt {
+                    Some(rtt) => write!(f, "ack #{seq} received, round trip {}{what}", ms(*rtt)),
+                    None => write!(
+                        f,
+                        "ack #{seq} received (after a resend: no round-trip sample){what}"
+                    ),
+                }
+            }
             Event::Received { kind, seq, len } => {
                 write!(
                     f,
-                    "{} #{seq} received ({len} B), acknowledged",
+                    "{} #{seq} received ({len} B), ack #{seq} sent",
                     kind_name(*kind)
                 )
             }
             Event::Duplicate { kind, seq } => {
                 write!(
                     f,
-                    "duplicate {} #{seq} acknowledged again",
+                    "duplicate {} #{seq} acknowledged again (not written twice)",
                     kind_name(*kind)
                 )
             }
@@ -120,7 +140,7 @@ impl fmt::Display for Event {
             Event::Verified { length, crc } => {
                 write!(
                     f,
-                    "done received, length {length} and CRC32 {crc:08x} verified"
+                    "done received, length {length} and CRC32 {crc:08x} verified, ack sent"
                 )
             }
             Event::Failed(e) => write!(f, "transfer failed: {e}"),

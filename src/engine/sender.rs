@@ -139,17 +139,7 @@ impl Sender {
             return;
         }
         if tell_peer {
-            let msg = e.to_string();
-            let msg = super::truncate_utf8(&msg, wire::MAX_MESSAGE_LEN);
-            let d = Datagram {
-                session: self.session,
-                seq: self.out.seq,
-                message: Message::Error {
-                    code: e.wire_code(),
-                    message: msg,
-                },
-            };
-            self.error_out = d.emit(&mut self.packet).ok();
+            self.error_out = super::encode_error(self.session, self.out.seq, &e, &mut self.packet);
         }
         self.trace(Event::Failed(e.clone()));
         self.status = Status::Failed(e);
@@ -252,7 +242,7 @@ impl Sender {
         }
         self.out.on_transmit(now, &self.rto);
         self.stats.sent += 1;
-        let (kind, seq, len) = (self.out.kind, self.out.seq, self.out.len);
+        let (kind, seq, len) = (self.out.kind, self.out.seq, self.out.len - OVERHEAD);
         if let Some(after) = self.resend_after.take() {
             self.stats.resent += 1;
             self.trace(Event::Resent {
@@ -264,7 +254,7 @@ impl Sender {
         } else {
             self.trace(Event::Sent { kind, seq, len });
         }
-        Some(&self.packet[..len])
+        Some(&self.packet[..self.out.len])
     }
 
     /// When [`Sender::handle_timeout`] should next be called.
