@@ -393,7 +393,9 @@ impl State {
                 return;
             }
         };
-        if let Some(e) = self.sessions.get_mut(&d.session) {
+        // PROTOCOL.md §6.2: a REQUEST is routed by (address, nonce), anything else by id.
+        let is_request = matches!(d.message, Message::Request(_));
+        if !is_request && let Some(e) = self.sessions.get_mut(&d.session) {
             e.s.handle(now, from, &d, bytes.len());
             return self.drive(d.session, now);
         }
