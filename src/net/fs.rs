@@ -2,11 +2,12 @@
 //! files, and directory listings.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 
 use rand::RngExt;
 
+use super::write_behind::WriteBehind;
 use crate::engine::Sink;
 use crate::wire::ErrorCode;
 
@@ -234,12 +235,9 @@ pub fn listing(dir: &Path) -> io::Result<Vec<u8>> {
 pub struct AtomicFile {
     tmp: PathBuf,
     dest: PathBuf,
-    out: Option<BufWriter<File>>,
+    out: Option<WriteBehind>,
     overwrite: bool,
 }
-
-/// The write buffer of an [`AtomicFile`].
-pub const WRITE_BUFFER: usize = 256 * 1024;
 
 impl AtomicFile {
     /// Creates the temporary file next to `dest`. With `overwrite`, commit replaces an
@@ -264,7 +262,7 @@ impl AtomicFile {
                     return Ok(AtomicFile {
                         tmp,
                         dest: dest.to_path_buf(),
-                        out: Some(BufWriter::with_capacity(WRITE_BUFFER, f)),
+                        out: Some(WriteBehind::new(f)?),
                         overwrite,
                     });
                 }
@@ -302,8 +300,8 @@ impl Write for AtomicFile {
 impl Sink for AtomicFile {
     fn commit(&mut self) -> io::Result<()> {
         let w = self.out.take().ok_or_else(Self::closed)?;
-        let f = w.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
+        let f = w.finish()?;
+        f.sync_data()?;
         drop(f);
         if self.overwrite {
             fs::rename(&self.tmp, &self.dest)?;

@@ -6,6 +6,7 @@
 //! - [`server`]: the `udpftd` event loop (one socket, many sessions).
 //! - [`client`]: one client session over a connected socket, progress and summary.
 //! - [`shell`]: the interactive `ftp>` shell.
+//! - [`write_behind`]: file writes on a thread of their own, overlapping the network.
 //! - [`relay`]: the `udpft-lossy` relay: the link model between real sockets.
 
 pub mod addr;
@@ -14,6 +15,7 @@ pub mod fs;
 pub mod relay;
 pub mod server;
 pub mod shell;
+pub mod write_behind;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};

@@ -1,0 +1,206 @@
+//! A file writer that does the writing on a thread of its own.
+//!
+//! Stop-and-wait leaves the network idle while the receiver stores a block, so on large
+//! blocks the receiver's `write` into the page cache was the biggest single cost of a
+//! transfer (37 % of the client's CPU samples at 65 481-byte blocks, BENCHMARKS.md).
+//! [`WriteBehind`] hands full buffers to a writer thread, so storing block *n* overlaps
+//! with the round trip of block *n*+1. Memory stays fixed: [`BUFFERS`] buffers of
+//! [`BUFFER`] bytes, recycled; a writer that falls behind makes `write` wait for a free
+//! buffer, never grow.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+/// The size of each buffer handed to the writer thread.
+pub const BUFFER: usize = 256 * 1024;
+/// How many buffers exist: one being filled, the others queued or being written.
+pub const BUFFERS: usize = 3;
+
+enum Job {
+    Write(Vec<u8>),
+    /// Reply once everything before it is written: the first error so far, if any.
+    Flush,
+}
+
+/// Writes a [`File`] from a background thread. Errors of the thread are reported by the
+/// next `write` (as soon as it knows of one) and always by `flush` and
+/// [`WriteBehind::finish`], so nothing is lost silently.
+pub struct WriteBehind {
+    current: Vec<u8>,
+    jobs: Option<SyncSender<Job>>,
+    free: Receiver<Vec<u8>>,
+    flushed: Receiver<io::Result<()>>,
+    failed: Arc<AtomicBool>,
+    thread: Option<JoinHandle<File>>,
+}
+
+impl WriteBehind {
+    /// Starts the writer thread for `file`.
+    pub fn new(file: File) -> io::Result<WriteBehind> {
+        let (jobs, job_rx) = sync_channel::<Job>(BUFFERS);
+        let (free_tx, free) = sync_channel::<Vec<u8>>(BUFFERS);
+        let (flush_tx, flushed) = sync_channel::<io::Result<()>>(1);
+        for _ in 1..BUFFERS {
+            free_tx
+                .send(Vec::with_capacity(BUFFER))
+                .expect("the channel has room for every buffer");
+        }
+        let failed = Arc::new(AtomicBool::new(false));
+        let flag = failed.clone();
+        let thread = std::thread::Builder::new()
+            .name("udpft-writer".into())
+            .spawn(move || {
+                let mut file = file;
+                let mut error: Option<io::Error> = None;
+                for job in job_rx {
+                    match job {
+                        Job::Write(mut buf) => {
+                            if error.is_none()
+                                && let Err(e) = file.write_all(&buf)
+                            {
+                                flag.store(true, Ordering::Release);
+                                error = Some(e);
+                            }
+                            buf.clear();
+                            // The owner may be gone (dropped mid-transfer): fine.
+                            let _ = free_tx.send(buf);
+                        }
+                        Job::Flush => {
+                            let reply = match &error {
+                                Some(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                                None => Ok(()),
+                            };
+                            let _ = flush_tx.send(reply);
+                        }
+                    }
+                }
+                file
+            })?;
+        Ok(WriteBehind {
+            current: Vec::with_capacity(BUFFER),
+            jobs: Some(jobs),
+            free,
+            flushed,
+            failed,
+            thread: Some(thread),
+        })
+    }
+
+    fn gone() -> io::Error {
+        io::Error::other("the file writer thread stopped")
+    }
+
+    fn send(&mut self, job: Job) -> io::Result<()> {
+        self.jobs
+            .as_ref()
+            .ok_or_else(Self::gone)?
+            .send(job)
+            .map_err(|_| Self::gone())
+    }
+
+    /// Hands the current buffer to the writer and takes a free one.
+    fn hand_off(&mut self) -> io::Result<()> {
+        let next = self.free.recv().map_err(|_| Self::gone())?;
+        let full = std::mem::replace(&mut self.current, next);
+        self.send(Job::Write(full))
+    }
+
+    /// Writes everything out and returns the file, for syncing and renaming.
+    pub fn finish(mut self) -> io::Result<File> {
+        self.flush()?;
+        self.jobs = None; // ends the thread's loop
+        self.thread
+            .take()
+            .ok_or_else(Self::gone)?
+            .join()
+            .map_err(|_| Self::gone())
+    }
+}
+
+impl Write for WriteBehind {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.failed.load(Ordering::Acquire) {
+            // The thread's own error, with its kind and text, comes from flush.
+            return Err(self.flush().err().unwrap_or_else(Self::gone));
+        }
+        let n = buf.len().min(BUFFER - self.current.len());
+        self.current.extend_from_slice(&buf[..n]);
+        if self.current.len() == BUFFER {
+            self.hand_off()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.current.is_empty() {
+            self.hand_off()?;
+        }
+        self.send(Job::Flush)?;
+        self.flushed.recv().map_err(|_| Self::gone())?
+    }
+}
+
+impl Drop for WriteBehind {
+    fn drop(&mut self) {
+        // Close the queue and wait, so the file is closed when we are gone (the owner
+        // may remove it right after).
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn writes_everything_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut w = WriteBehind::new(File::create(&path).unwrap()).unwrap();
+        let mut expect = Vec::new();
+        for i in 0..5000u32 {
+            let chunk: Vec<u8> = (0..(i % 977) as usize)
+                .map(|j| (i as usize + j) as u8)
+                .collect();
+            w.write_all(&chunk).unwrap();
+            expect.extend_from_slice(&chunk);
+        }
+        drop(w.finish().unwrap());
+        let mut got = Vec::new();
+        File::open(&path).unwrap().read_to_end(&mut got).unwrap();
+        assert_eq!(got.len(), expect.len());
+        assert!(got == expect);
+    }
+
+    #[test]
+    fn errors_of_the_thread_are_reported() {
+        // /dev/full fails every write with "no space left on device".
+        let Ok(full) = File::options().write(true).open("/dev/full") else {
+            panic!("/dev/full is needed for this test");
+        };
+        let mut w = WriteBehind::new(full).unwrap();
+        let block = vec![7u8; 64 * 1024];
+        let mut failed_early = false;
+        for _ in 0..64 {
+            if w.write_all(&block).is_err() {
+                failed_early = true;
+                break;
+            }
+        }
+        let e = w.flush().unwrap_err();
+        assert_eq!(e.raw_os_error(), None); // rebuilt from the thread's error
+        assert!(e.to_string().to_lowercase().contains("space"), "{e}");
+        assert!(
+            failed_early,
+            "16 MiB into /dev/full and write never noticed"
+        );
+    }
+}
