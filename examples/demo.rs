@@ -1,0 +1,82 @@
+//! A self-contained tour: starts a udpft server on loopback in a temporary directory
+//! (in a thread of this process), then uploads a file, downloads it again, lists the
+//! served directory and prints what happened.
+//!
+//! Run it with `cargo run --release --example demo`.
+
+use std::fs;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use udpft::net::client::{self, ClientOptions};
+use udpft::net::server::{Server, ServerOptions, Verbosity};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let served = tempfile::tempdir()?;
+    let local = tempfile::tempdir()?;
+
+    let server = Server::bind(ServerOptions {
+        root: served.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse()?,
+        verbosity: Verbosity::Quiet,
+        ..ServerOptions::default()
+    })?;
+    let addr = server.local_addr();
+    println!(
+        "server: listening on {addr}, serving {}",
+        server.root().display()
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || server.run(&flag));
+
+    // 8 MiB of pseudo-random bytes to move around.
+    let original = local.path().join("hello.bin");
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let data: Vec<u8> = (0..8 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    fs::write(&original, &data)?;
+
+    let opts = ClientOptions {
+        block_size: 8192,
+        progress: false,
+        ..ClientOptions::default()
+    };
+    let put = client::put(addr, &original, Some("hello.bin"), &opts)?;
+    println!("client: {put}");
+    let copy = local.path().join("copy.bin");
+    let get = client::get(addr, "hello.bin", Some(&copy), &opts)?;
+    println!("client: {get}");
+    let (listing, _) = client::list(addr, None, &opts)?;
+    println!("client: list of the served directory:");
+    for line in listing.lines() {
+        println!("    {line}");
+    }
+
+    let same = fs::read(&copy)? == data;
+    println!(
+        "summary: put {} B, got {} B back, identical: {}; {} resends; round trip {}",
+        put.bytes,
+        get.bytes,
+        if same { "yes" } else { "NO" },
+        put.resent + get.resent,
+        get.srtt
+            .map(|r| format!("{:.3} ms", r.as_secs_f64() * 1e3))
+            .unwrap_or_else(|| "not measured".into()),
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    thread.join().expect("the server thread does not panic")?;
+    std::thread::sleep(Duration::from_millis(10));
+    if !same {
+        return Err("the downloaded copy differs from the original".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! Server addresses: `host[:port]`, with the default port 6969.
+//!
+//! Accepted forms: `example.org`, `example.org:7000`, `192.0.2.1`, `192.0.2.1:7000`,
+//! `[::1]`, `[::1]:7000`, and a bare IPv6 address such as `::1` (no port possible).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use super::DEFAULT_PORT;
+
+/// Splits `s` into host and port, without resolving. The host loses its brackets.
+pub fn split_host_port(s: &str) -> Result<(String, u16), String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty server address".into());
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let Some(end) = rest.find(']') else {
+            return Err(format!("'{s}': missing ']' after the IPv6 address"));
+        };
+        let host = &rest[..end];
+        let tail = &rest[end + 1..];
+        let port = match tail {
+            "" => DEFAULT_PORT,
+            t => match t.strip_prefix(':') {
+                Some(p) => parse_port(s, p)?,
+                None => return Err(format!("'{s}': expected ':PORT' after ']'")),
+            },
+        };
+        return Ok((host.to_string(), port));
+    }
+    if s.parse::<IpAddr>().is_ok() {
+        // A bare address, IPv6 included (`::1`): there is no port to split off.
+        return Ok((s.to_string(), DEFAULT_PORT));
+    }
+    match s.rsplit_once(':') {
+        Some((host, _)) if host.contains(':') => Err(format!(
+            "'{s}': write an IPv6 address with a port in brackets, like [::1]:6969"
+        )),
+        Some((host, port)) if !host.is_empty() => Ok((host.to_string(), parse_port(s, port)?)),
+        Some(_) => Err(format!("'{s}': missing host")),
+        None => Ok((s.to_string(), DEFAULT_PORT)),
+    }
+}
+
+fn parse_port(whole: &str, p: &str) -> Result<u16, String> {
+    p.parse::<u16>()
+        .map_err(|_| format!("'{whole}': '{p}' is not a port number (0-65535)"))
+}
+
+/// Resolves `host[:port]` to one socket address (the first the resolver gives).
+pub fn resolve(s: &str) -> io::Result<SocketAddr> {
+    let (host, port) =
+        split_host_port(s).map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let mut addrs = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve '{host}': {e}")))?;
+    addrs
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("'{host}' has no address")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms() {
+        let ok = |s: &str| split_host_port(s).unwrap();
+        assert_eq!(ok("host"), ("host".into(), 6969));
+        assert_eq!(ok("host:7000"), ("host".into(), 7000));
+        assert_eq!(ok("10.0.0.1"), ("10.0.0.1".into(), 6969));
+        assert_eq!(ok("10.0.0.1:1"), ("10.0.0.1".into(), 1));
+        assert_eq!(ok("[::1]"), ("::1".into(), 6969));
+        assert_eq!(ok("[::1]:7000"), ("::1".into(), 7000));
+        assert_eq!(ok("::1"), ("::1".into(), 6969));
+        assert!(split_host_port("host:x").is_err());
+        assert!(split_host_port("host:70000").is_err());
+        assert!(split_host_port("[::1").is_err());
+        assert!(split_host_port("fe80::1:zz").is_err());
+        assert!(split_host_port("").is_err());
+    }
+
+    #[test]
+    fn resolves() {
+        assert_eq!(
+            resolve("127.0.0.1").unwrap(),
+            "127.0.0.1:6969".parse().unwrap()
+        );
+        assert_eq!(resolve("[::1]:5").unwrap(), "[::1]:5".parse().unwrap());
+        assert_eq!(resolve("localhost:9").unwrap().port(), 9);
+    }
+}

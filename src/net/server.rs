@@ -1,0 +1,620 @@
+//! The `udpftd` event loop: one UDP socket, one thread, many sessions.
+//!
+//! Sessions live in a map keyed by the server's random 64-bit session id; a second map
+//! from (peer address, client nonce) to that id routes resent REQUESTs to the session
+//! they opened. The socket waits at most until the earliest session deadline. A
+//! datagram that fails [`Datagram::parse`] is counted and dropped, never answered.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, BufReader, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+
+use super::fs::{AtomicFile, Refusal, Root, listing};
+use super::recv_until;
+use crate::engine::{Config, RtoConfig, ServerSession, Status, reject};
+use crate::wire::{self, Datagram, ErrorCode, Message, Op, Request, SessionId};
+
+/// How much the server logs on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    /// Only failures of the server itself.
+    Quiet,
+    /// One line per session.
+    Normal,
+    /// Also session starts, dropped datagrams and socket errors.
+    Verbose,
+}
+
+/// Everything `udpftd` can be told.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub root: PathBuf,
+    pub listen: SocketAddr,
+    pub max_sessions: usize,
+    pub overwrite: bool,
+    pub read_only: bool,
+    pub allow_delete: bool,
+    pub allow_exit: bool,
+    /// The largest block size granted.
+    pub max_block_size: u32,
+    /// The ceiling of the retransmission timeout.
+    pub timeout: Duration,
+    /// How many times one packet is resent before the client is declared gone.
+    pub retries: u32,
+    /// An upload whose client is silent this long fails (and its temporary file goes).
+    pub idle: Duration,
+    /// On SIGINT/SIGTERM, how long transfers in flight may still run.
+    pub grace: Duration,
+    pub verbosity: Verbosity,
+    pub trace: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            root: PathBuf::from("."),
+            listen: SocketAddr::from(([0, 0, 0, 0], super::DEFAULT_PORT)),
+            max_sessions: 64,
+            overwrite: false,
+            read_only: false,
+            allow_delete: false,
+            allow_exit: false,
+            max_block_size: wire::MAX_BLOCK_SIZE,
+            timeout: Duration::from_secs(1),
+            retries: 16,
+            idle: Duration::from_secs(10),
+            grace: Duration::from_secs(5),
+            verbosity: Verbosity::Normal,
+            trace: false,
+        }
+    }
+}
+
+/// How long the server stays up after answering an exit, once nothing else runs, to
+/// re-answer a resent exit REQUEST whose ACCEPT was lost.
+pub const EXIT_LINGER: Duration = Duration::from_secs(1);
+
+/// Longest wait in the socket, so a stop request is noticed promptly.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Counters of a server's whole life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    pub sessions: u64,
+    pub refused: u64,
+    /// Datagrams that failed to parse.
+    pub malformed: u64,
+    /// Valid datagrams that belonged to no session.
+    pub unrouted: u64,
+}
+
+/// A bound server, ready to [`Server::run`].
+pub struct Server {
+    sock: UdpSocket,
+    root: Root,
+    opts: ServerOptions,
+    local: SocketAddr,
+}
+
+struct Entry {
+    s: ServerSession,
+    path: String,
+    started: Instant,
+    /// A delete or exit already carried out (re-answers a resent REQUEST only).
+    answered: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Accepting,
+    /// An exit was answered at this time.
+    Exiting(Instant),
+    /// Stopped by a signal: transfers in flight run until the deadline.
+    Stopping(Instant),
+}
+
+impl Server {
+    /// Checks the root and binds the socket.
+    pub fn bind(opts: ServerOptions) -> io::Result<Server> {
+        let root = Root::new(&opts.root).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot serve '{}': {e}", opts.root.display()),
+            )
+        })?;
+        let sock = UdpSocket::bind(opts.listen).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", opts.listen))
+        })?;
+        let local = sock.local_addr()?;
+        Ok(Server {
+            sock,
+            root,
+            opts,
+            local,
+        })
+    }
+
+    /// The address actually bound (the port chosen, if 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The served directory, canonicalised.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Serves until an exit was answered and nothing runs any more, or until `stop` is
+    /// set and transfers in flight finished (or the grace time ran out).
+    pub fn run(self, stop: &AtomicBool) -> io::Result<ServerStats> {
+        let mut buf = vec![0u8; wire::MAX_DATAGRAM];
+        let mut st = State {
+            sock: self.sock,
+            root: self.root,
+            opts: self.opts,
+            sessions: HashMap::new(),
+            by_nonce: HashMap::new(),
+            finished: Vec::new(),
+            scratch: vec![0u8; wire::MAX_DATAGRAM],
+            mode: Mode::Accepting,
+            stats: ServerStats::default(),
+        };
+        loop {
+            let now = Instant::now();
+            if stop.load(Ordering::Relaxed) && !matches!(st.mode, Mode::Stopping(_)) {
+                let running = st.running();
+                st.log(
+                    Verbosity::Normal,
+                    format_args!(
+                        "stopping: no new sessions; {running} transfer(s) in flight get {:.1} s to finish",
+                        st.opts.grace.as_secs_f64()
+                    ),
+                );
+                st.mode = Mode::Stopping(now + st.opts.grace);
+            }
+            st.expire(now);
+            match st.mode {
+                Mode::Accepting => {}
+                Mode::Exiting(at) => {
+                    if st.running() == 0 && (st.sessions.is_empty() || now >= at + EXIT_LINGER) {
+                        st.log(
+                            Verbosity::Normal,
+                            format_args!("exiting as asked by a client"),
+                        );
+                        break;
+                    }
+                }
+                Mode::Stopping(until) => {
+                    if st.running() == 0 {
+                        break;
+                    }
+                    if now >= until {
+                        st.abort_all(now, "the server is shutting down");
+                        break;
+                    }
+                }
+            }
+            let mut deadline = now + POLL;
+            for e in st.sessions.values() {
+                if let Some(t) = e.s.poll_timeout() {
+                    deadline = deadline.min(t);
+                }
+            }
+            if let Mode::Stopping(until) = st.mode {
+                deadline = deadline.min(until);
+            }
+            match recv_until(&st.sock, &mut buf, deadline) {
+                Ok(Some((n, from))) => st.datagram(Instant::now(), from, &buf[..n]),
+                Ok(None) => {}
+                Err(e) => {
+                    // An ICMP error for an earlier send, or the like: keep serving.
+                    st.log(Verbosity::Verbose, format_args!("socket: {e}"));
+                }
+            }
+        }
+        // Whatever is left (answered deletes or exits still lingering) ends here.
+        let now = Instant::now();
+        let left: Vec<SessionId> = st.sessions.keys().copied().collect();
+        for id in left {
+            st.remove(id, now);
+        }
+        st.log(
+            Verbosity::Verbose,
+            format_args!(
+                "served {} session(s), refused {}, dropped {} malformed and {} unroutable datagram(s)",
+                st.stats.sessions, st.stats.refused, st.stats.malformed, st.stats.unrouted
+            ),
+        );
+        Ok(st.stats)
+    }
+}
+
+struct State {
+    sock: UdpSocket,
+    root: Root,
+    opts: ServerOptions,
+    sessions: HashMap<SessionId, Entry>,
+    by_nonce: HashMap<(SocketAddr, SessionId), SessionId>,
+    finished: Vec<SessionId>,
+    scratch: Vec<u8>,
+    mode: Mode,
+    stats: ServerStats,
+}
+
+fn terminal(s: &Status) -> bool {
+    matches!(s, Status::Closed | Status::Failed(_))
+}
+
+/// What an accepted REQUEST turns into.
+enum Plan {
+    Send(Box<dyn io::Read + Send>, u64),
+    Store(AtomicFile),
+    Answered,
+}
+
+impl State {
+    fn log(&self, level: Verbosity, args: std::fmt::Arguments) {
+        if self.opts.verbosity >= level {
+            let mut err = io::stderr().lock();
+            let _ = writeln!(err, "udpftd: {args}");
+        }
+    }
+
+    /// Transfers (not answered deletes or exits) still in the map.
+    fn running(&self) -> usize {
+        self.sessions.values().filter(|e| !e.answered).count()
+    }
+
+    /// Sends what the session has to send, prints its trace, and removes it if it ended.
+    fn drive(&mut self, id: SessionId, now: Instant) {
+        let Some(e) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let peer = e.s.peer();
+        while let Some(b) = e.s.poll_transmit(now) {
+            if let Err(err) = self.sock.send_to(b, peer)
+                && self.opts.verbosity >= Verbosity::Verbose
+            {
+                eprintln!("udpftd: sending to {peer}: {err}");
+            }
+        }
+        if self.opts.trace {
+            while let Some(ev) = e.s.poll_event() {
+                eprintln!("udpftd: {peer} {id:016x}: {ev}");
+            }
+        }
+        if terminal(e.s.status()) {
+            self.remove(id, now);
+        }
+    }
+
+    fn remove(&mut self, id: SessionId, now: Instant) {
+        let Some(e) = self.sessions.remove(&id) else {
+            return;
+        };
+        self.by_nonce.remove(&(e.s.peer(), e.s.nonce()));
+        // An answered delete or exit was logged when it was carried out.
+        if self.opts.verbosity >= Verbosity::Normal && !e.answered {
+            let st = e.s.stats();
+            let outcome = match e.s.status() {
+                Status::Failed(err) => format!("failed: {err}"),
+                _ => "ok".to_string(),
+            };
+            let srtt = match (self.opts.verbosity, e.s.srtt()) {
+                (Verbosity::Verbose, Some(r)) => format!(", rtt {:.3} ms", r.as_secs_f64() * 1e3),
+                _ => String::new(),
+            };
+            eprintln!(
+                "udpftd: {} {} '{}': {} B in {:.3} s, {} resends{srtt}: {outcome}",
+                e.s.peer(),
+                e.s.op().name(),
+                e.path,
+                st.bytes,
+                now.saturating_duration_since(e.started).as_secs_f64(),
+                st.resent,
+            );
+        }
+        // Dropping the session drops its sink: an uncommitted upload's temp file goes.
+        drop(e);
+    }
+
+    /// Fires due timers, and removes sessions that ended.
+    fn expire(&mut self, now: Instant) {
+        let mut finished = std::mem::take(&mut self.finished);
+        finished.clear();
+        for (id, e) in self.sessions.iter_mut() {
+            if e.s.poll_timeout().is_some_and(|t| t <= now) {
+                e.s.handle_timeout(now);
+                finished.push(*id);
+            } else if terminal(e.s.status()) {
+                finished.push(*id);
+            }
+        }
+        for id in &finished {
+            self.drive(*id, now);
+        }
+        self.finished = finished;
+    }
+
+    fn abort_all(&mut self, now: Instant, reason: &str) {
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            if let Some(e) = self.sessions.get_mut(&id) {
+                e.s.abort(reason);
+            }
+            self.drive(id, now);
+            self.remove(id, now);
+        }
+    }
+
+    fn datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let d = match Datagram::parse(bytes) {
+            Ok(d) => d,
+            Err(e) => {
+                self.stats.malformed += 1;
+                if self.opts.trace {
+                    eprintln!("udpftd: {from}: {} B dropped: {e}", bytes.len());
+                }
+                return;
+            }
+        };
+        if let Some(e) = self.sessions.get_mut(&d.session) {
+            e.s.handle(now, from, &d, bytes.len());
+            return self.drive(d.session, now);
+        }
+        let Message::Request(req) = d.message else {
+            self.stats.unrouted += 1;
+            if self.opts.trace {
+                eprintln!("udpftd: {from}: datagram for no session dropped");
+            }
+            return;
+        };
+        if let Some(&id) = self.by_nonce.get(&(from, d.session)) {
+            if let Some(e) = self.sessions.get_mut(&id) {
+                e.s.handle(now, from, &d, bytes.len());
+            }
+            return self.drive(id, now);
+        }
+        self.request(now, from, d.session, &req, bytes.len());
+    }
+
+    fn refuse(
+        &mut self,
+        from: SocketAddr,
+        nonce: SessionId,
+        req: &Request,
+        len: usize,
+        r: &Refusal,
+    ) {
+        self.stats.refused += 1;
+        let n = reject(nonce, r.code, &r.message, len, &mut self.scratch);
+        if n > 0 {
+            let _ = self.sock.send_to(&self.scratch[..n], from);
+        }
+        self.log(
+            Verbosity::Normal,
+            format_args!(
+                "{from} {} '{}': refused ({}): {}",
+                req.op.name(),
+                req.name.escape_debug(),
+                r.code,
+                r.message
+            ),
+        );
+    }
+
+    fn request(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        nonce: SessionId,
+        req: &Request,
+        len: usize,
+    ) {
+        if self.mode != Mode::Accepting {
+            let r = Refusal::new(ErrorCode::Busy, "server is shutting down");
+            return self.refuse(from, nonce, req, len, &r);
+        }
+        if self.sessions.len() >= self.opts.max_sessions {
+            let r = Refusal::new(
+                ErrorCode::Busy,
+                format!(
+                    "server busy: {} sessions in progress, try again later",
+                    self.sessions.len()
+                ),
+            );
+            return self.refuse(from, nonce, req, len, &r);
+        }
+        let plan = match self.plan(req) {
+            Ok(p) => p,
+            Err(r) => return self.refuse(from, nonce, req, len, &r),
+        };
+        let id = loop {
+            let id = rand::rng().random::<u64>();
+            if id != 0 && !self.sessions.contains_key(&id) {
+                break id;
+            }
+        };
+        let cfg = Config {
+            block_size: req
+                .block_size
+                .min(self.opts.max_block_size)
+                .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE),
+            rto: RtoConfig {
+                max: self.opts.timeout,
+                ..RtoConfig::default()
+            },
+            max_retries: self.opts.retries,
+            idle_timeout: self.opts.idle,
+            linger: Duration::ZERO,
+            trace: self.opts.trace,
+        };
+        let (s, answered) = match plan {
+            Plan::Send(src, size) => (
+                ServerSession::send(id, from, nonce, len, req.op, size, src, cfg),
+                false,
+            ),
+            Plan::Store(f) => (
+                ServerSession::receive(id, from, nonce, len, Box::new(f), cfg, now),
+                false,
+            ),
+            Plan::Answered => (
+                ServerSession::answered(id, from, nonce, len, req.op, cfg, now),
+                true,
+            ),
+        };
+        if req.op == Op::Exit {
+            self.mode = Mode::Exiting(now);
+            self.log(
+                Verbosity::Normal,
+                format_args!(
+                    "{from} asked the server to exit: no new sessions; finishing {} transfer(s)",
+                    self.running()
+                ),
+            );
+        }
+        self.stats.sessions += 1;
+        if answered {
+            self.log(
+                Verbosity::Normal,
+                format_args!("{from} {} '{}': ok", req.op.name(), req.name.escape_debug()),
+            );
+        }
+        self.log(
+            Verbosity::Verbose,
+            format_args!(
+                "{from} {} '{}': session {id:016x} started, block size {}",
+                req.op.name(),
+                req.name.escape_debug(),
+                cfg.block_size
+            ),
+        );
+        self.sessions.insert(
+            id,
+            Entry {
+                s,
+                path: req.name.escape_debug().to_string(),
+                started: now,
+                answered,
+            },
+        );
+        self.by_nonce.insert((from, nonce), id);
+        self.drive(id, now);
+    }
+
+    /// Decides whether to accept `req`, and opens what it needs.
+    fn plan(&mut self, req: &Request) -> Result<Plan, Refusal> {
+        let name = req.name;
+        let io_err = |e: io::Error| match e.kind() {
+            io::ErrorKind::NotFound => {
+                Refusal::new(ErrorCode::NotFound, format!("server has no file '{name}'"))
+            }
+            io::ErrorKind::PermissionDenied => Refusal::new(
+                ErrorCode::AccessDenied,
+                format!("access denied: '{name}': {e}"),
+            ),
+            _ => Refusal::new(ErrorCode::Io, format!("'{name}': {e}")),
+        };
+        match req.op {
+            Op::Get => {
+                let path = self.root.existing(name)?;
+                let md = fs::metadata(&path).map_err(io_err)?;
+                if md.is_dir() {
+                    return Err(Refusal::new(
+                        ErrorCode::BadRequest,
+                        format!("'{name}' is a directory (use list)"),
+                    ));
+                }
+                let f = File::open(&path).map_err(io_err)?;
+                let size = f.metadata().map_err(io_err)?.len();
+                Ok(Plan::Send(
+                    Box::new(BufReader::with_capacity(256 * 1024, f)),
+                    size,
+                ))
+            }
+            Op::List => {
+                let path = self.root.existing(name)?;
+                if !path.is_dir() {
+                    return Err(Refusal::new(
+                        ErrorCode::BadRequest,
+                        format!("'{name}' is not a directory"),
+                    ));
+                }
+                let text = listing(&path).map_err(io_err)?;
+                let size = text.len() as u64;
+                Ok(Plan::Send(Box::new(io::Cursor::new(text)), size))
+            }
+            Op::Put => {
+                if self.opts.read_only {
+                    return Err(Refusal::new(
+                        ErrorCode::NotAllowed,
+                        "this server is read-only: put is disabled (udpftd was started with --read-only)",
+                    ));
+                }
+                let (target, exists) = self.root.new_file(name)?;
+                if exists {
+                    if target.is_dir() {
+                        return Err(Refusal::new(
+                            ErrorCode::BadRequest,
+                            format!("'{name}' is a directory on the server"),
+                        ));
+                    }
+                    if !self.opts.overwrite {
+                        return Err(Refusal::new(
+                            ErrorCode::AlreadyExists,
+                            format!(
+                                "'{name}' exists and the server does not overwrite (start udpftd with --overwrite)"
+                            ),
+                        ));
+                    }
+                }
+                let f = AtomicFile::create(&target, self.opts.overwrite).map_err(io_err)?;
+                Ok(Plan::Store(f))
+            }
+            Op::Delete => {
+                if self.opts.read_only {
+                    return Err(Refusal::new(
+                        ErrorCode::NotAllowed,
+                        "this server is read-only: delete is disabled (udpftd was started with --read-only)",
+                    ));
+                }
+                if !self.opts.allow_delete {
+                    return Err(Refusal::new(
+                        ErrorCode::NotAllowed,
+                        "delete is disabled on this server (start udpftd with --allow-delete)",
+                    ));
+                }
+                let (target, exists) = self.root.new_file(name)?;
+                if !exists {
+                    return Err(Refusal::new(
+                        ErrorCode::NotFound,
+                        format!("server has no file '{name}'"),
+                    ));
+                }
+                if fs::symlink_metadata(&target).map_err(io_err)?.is_dir() {
+                    return Err(Refusal::new(
+                        ErrorCode::BadRequest,
+                        format!("'{name}' is a directory; only files can be deleted"),
+                    ));
+                }
+                fs::remove_file(&target).map_err(io_err)?;
+                Ok(Plan::Answered)
+            }
+            Op::Exit => {
+                if !self.opts.allow_exit {
+                    return Err(Refusal::new(
+                        ErrorCode::NotAllowed,
+                        "exit is disabled on this server (start udpftd with --allow-exit)",
+                    ));
+                }
+                Ok(Plan::Answered)
+            }
+        }
+    }
+}

@@ -1,0 +1,781 @@
+//! End-to-end tests: the real `udpftd` and `udpft` binaries over loopback sockets.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use udpft::wire::{Datagram, Message, Op, Request};
+
+const UDPFTD: &str = env!("CARGO_BIN_EXE_udpftd");
+const UDPFT: &str = env!("CARGO_BIN_EXE_udpft");
+
+/// A running `udpftd`, killed on drop. Its stderr goes to a log file.
+struct Server {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+    _logdir: TempDir,
+}
+
+impl Server {
+    fn start(root: &Path, args: &[&str]) -> Server {
+        Self::start_on("127.0.0.1:0", root, args)
+    }
+
+    fn start_on(listen: &str, root: &Path, args: &[&str]) -> Server {
+        let logdir = tempfile::tempdir().unwrap();
+        let log = logdir.path().join("udpftd.log");
+        let mut child = Command::new(UDPFTD)
+            .arg("--root")
+            .arg(root)
+            .args(["--listen", listen])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("udpftd starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "udpftd listening on 127.0.0.1:41234, serving /tmp/x"
+        let addr = line
+            .strip_prefix("udpftd listening on ")
+            .and_then(|r| r.split(", serving ").next())
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        assert!(
+            line.contains(&root.canonicalize().unwrap().display().to_string()),
+            "{line}"
+        );
+        Server {
+            child,
+            addr,
+            log,
+            _logdir: logdir,
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `udpft` with `args` in `cwd`.
+fn udpft(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(UDPFT)
+        .current_dir(cwd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("udpft runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[track_caller]
+fn assert_ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "expected success, got {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+}
+
+#[track_caller]
+fn assert_fails(o: &Output, code: i32, message: &str) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+    assert!(
+        stderr(o).contains(message),
+        "stderr should mention {message:?}: {}",
+        stderr(o)
+    );
+}
+
+/// Deterministic pseudo-random content.
+fn content(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 24) as u8
+        })
+        .collect()
+}
+
+/// Names of our temporary files in `dir`.
+fn temp_files(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".udpft-") && n.ends_with(".part"))
+        .collect()
+}
+
+#[test]
+fn every_operation_works() {
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    fs::create_dir(root.path().join("sub")).unwrap();
+    let data = content(300_000, 1);
+    fs::write(cli.path().join("a.bin"), &data).unwrap();
+    let srv = Server::start(root.path(), &["--allow-delete"]);
+    let s = srv.addr.as_str();
+
+    // put, REMOTE defaulting to the local name; and into a subdirectory.
+    assert_ok(&udpft(cli.path(), &["put", s, "a.bin"]));
+    assert_eq!(fs::read(root.path().join("a.bin")).unwrap(), data);
+    let o = udpft(cli.path(), &["put", s, "a.bin", "sub/b.bin"]);
+    assert_ok(&o);
+    assert!(stderr(&o).contains("resends"), "summary: {}", stderr(&o));
+    assert_eq!(fs::read(root.path().join("sub/b.bin")).unwrap(), data);
+
+    // get: LOCAL defaults to the remote file name; LOCAL may be a directory or a name.
+    let o = udpft(cli.path(), &["-q", "get", s, "sub/b.bin"]);
+    assert_ok(&o);
+    assert!(o.stderr.is_empty() && o.stdout.is_empty(), "-q is quiet");
+    assert_eq!(fs::read(cli.path().join("b.bin")).unwrap(), data);
+    fs::create_dir(cli.path().join("d")).unwrap();
+    assert_ok(&udpft(cli.path(), &["get", s, "a.bin", "d"]));
+    assert_eq!(fs::read(cli.path().join("d/a.bin")).unwrap(), data);
+    assert_ok(&udpft(cli.path(), &["get", s, "a.bin", "c.bin"]));
+    assert_eq!(fs::read(cli.path().join("c.bin")).unwrap(), data);
+    // A successful get replaces an existing local file.
+    fs::write(cli.path().join("c.bin"), b"old").unwrap();
+    assert_ok(&udpft(cli.path(), &["get", s, "a.bin", "c.bin"]));
+    assert_eq!(fs::read(cli.path().join("c.bin")).unwrap(), data);
+    // An empty file.
+    fs::write(root.path().join("empty"), b"").unwrap();
+    assert_ok(&udpft(cli.path(), &["get", s, "empty"]));
+    assert_eq!(fs::read(cli.path().join("empty")).unwrap(), b"");
+
+    // list: sorted, sizes, directories marked; the root and a subdirectory.
+    let o = udpft(cli.path(), &["list", s]);
+    assert_ok(&o);
+    assert_eq!(stdout(&o), "300000\ta.bin\n0\tempty\n-\tsub/\n");
+    let o = udpft(cli.path(), &["list", s, "sub"]);
+    assert_ok(&o);
+    assert_eq!(stdout(&o), "300000\tb.bin\n");
+
+    // A listing with many entries (more than one block).
+    for i in 0..300 {
+        fs::write(root.path().join(format!("sub/f{i:03}")), b"x").unwrap();
+    }
+    let o = udpft(cli.path(), &["list", s, "sub"]);
+    assert_ok(&o);
+    assert_eq!(stdout(&o).lines().count(), 301);
+    assert!(stdout(&o).contains("1\tf299\n"));
+
+    // delete.
+    assert_ok(&udpft(cli.path(), &["delete", s, "sub/b.bin"]));
+    assert!(!root.path().join("sub/b.bin").exists());
+    let o = udpft(cli.path(), &["get", s, "sub/b.bin", "gone"]);
+    assert_fails(&o, 3, "server has no file 'sub/b.bin'");
+    assert!(!cli.path().join("gone").exists());
+    assert!(temp_files(cli.path()).is_empty());
+
+    let log = srv.log();
+    assert!(log.contains("put 'a.bin': 300000 B"), "log: {log}");
+    assert!(log.contains("delete 'sub/b.bin'"), "log: {log}");
+}
+
+#[test]
+fn refusals_reach_the_client_and_the_server_keeps_running() {
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    fs::write(root.path().join("x"), b"server copy").unwrap();
+    fs::write(cli.path().join("x"), b"client copy").unwrap();
+    let mut srv = Server::start(root.path(), &[]);
+    let addr = srv.addr.clone();
+    let s = addr.as_str();
+
+    // Missing remote file: no local file created, an existing one untouched.
+    let o = udpft(cli.path(), &["get", s, "a.txt"]);
+    assert_fails(&o, 3, "server has no file 'a.txt'");
+    assert!(!cli.path().join("a.txt").exists());
+    let o = udpft(cli.path(), &["get", s, "a.txt", "x"]);
+    assert_fails(&o, 3, "server has no file 'a.txt'");
+    assert_eq!(fs::read(cli.path().join("x")).unwrap(), b"client copy");
+    assert!(temp_files(cli.path()).is_empty());
+
+    // Missing local file.
+    let o = udpft(cli.path(), &["put", s, "nope.txt"]);
+    assert_fails(&o, 1, "local file 'nope.txt' does not exist");
+
+    // Overwrite refused by default.
+    let o = udpft(cli.path(), &["put", s, "x"]);
+    assert_fails(
+        &o,
+        3,
+        "'x' exists and the server does not overwrite (start udpftd with --overwrite)",
+    );
+    assert_eq!(fs::read(root.path().join("x")).unwrap(), b"server copy");
+
+    // Delete and exit disabled by default.
+    let o = udpft(cli.path(), &["delete", s, "x"]);
+    assert_fails(
+        &o,
+        3,
+        "delete is disabled on this server (start udpftd with --allow-delete)",
+    );
+    assert!(root.path().join("x").exists());
+    let o = udpft(cli.path(), &["exit", s]);
+    assert_fails(
+        &o,
+        3,
+        "exit is disabled on this server (start udpftd with --allow-exit)",
+    );
+
+    // A directory is not a file.
+    fs::create_dir(root.path().join("dir")).unwrap();
+    let o = udpft(cli.path(), &["get", s, "dir", "out"]);
+    assert_fails(&o, 3, "is a directory");
+    let o = udpft(cli.path(), &["list", s, "x"]);
+    assert_fails(&o, 3, "not a directory");
+
+    // Usage errors exit 2.
+    let o = udpft(cli.path(), &["get", s]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = udpft(cli.path(), &["frobnicate", s]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = udpft(cli.path(), &["--timeout", "soon", "list", s]);
+    assert_eq!(o.status.code(), Some(2));
+
+    // Still serving.
+    assert!(srv.alive());
+    let o = udpft(cli.path(), &["list", s]);
+    assert_ok(&o);
+    assert_eq!(stdout(&o), "-\tdir/\n11\tx\n");
+    let log = srv.log();
+    assert!(log.contains("refused (not found)"), "log: {log}");
+
+    // Overwrite allowed.
+    let srv2 = Server::start(root.path(), &["--overwrite"]);
+    assert_ok(&udpft(cli.path(), &["put", &srv2.addr, "x"]));
+    assert_eq!(fs::read(root.path().join("x")).unwrap(), b"client copy");
+
+    // Read-only refuses put and delete, even with --overwrite and --allow-delete.
+    let srv3 = Server::start(
+        root.path(),
+        &["--read-only", "--overwrite", "--allow-delete"],
+    );
+    fs::write(cli.path().join("new"), b"n").unwrap();
+    let o = udpft(cli.path(), &["put", &srv3.addr, "new"]);
+    assert_fails(&o, 3, "read-only");
+    assert!(!root.path().join("new").exists());
+    let o = udpft(cli.path(), &["delete", &srv3.addr, "x"]);
+    assert_fails(&o, 3, "read-only");
+    assert!(root.path().join("x").exists());
+    // ... but serves gets.
+    assert_ok(&udpft(cli.path(), &["get", &srv3.addr, "x", "y"]));
+    assert!(temp_files(root.path()).is_empty());
+}
+
+#[test]
+fn exit_stops_the_server_with_status_zero() {
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(root.path(), &["--allow-exit"]);
+    let o = udpft(cli.path(), &["exit", &srv.addr]);
+    assert_ok(&o);
+    let status = srv
+        .wait_exit(Duration::from_secs(10))
+        .expect("udpftd exits");
+    assert!(status.success(), "{status:?}");
+
+    // From the shell: `exit` asks the server to exit, then leaves the shell.
+    let mut srv = Server::start(root.path(), &["--allow-exit"]);
+    let o = shell(cli.path(), &srv.addr, "exit\nls\n");
+    assert_ok(&o);
+    assert!(
+        stdout(&o).is_empty(),
+        "the shell left at exit: {}",
+        stdout(&o)
+    );
+    let status = srv
+        .wait_exit(Duration::from_secs(10))
+        .expect("udpftd exits");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn sigterm_stops_the_server_with_status_zero() {
+    let root = tempfile::tempdir().unwrap();
+    let mut srv = Server::start(root.path(), &[]);
+    let st = Command::new("kill")
+        .args(["-TERM", &srv.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let status = srv
+        .wait_exit(Duration::from_secs(10))
+        .expect("udpftd exits");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn paths_outside_the_root_are_denied() {
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("secret"), b"secret").unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    fs::write(cli.path().join("f"), b"payload").unwrap();
+    std::os::unix::fs::symlink(outside.path(), root.path().join("out")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("s")).unwrap();
+    let srv = Server::start(root.path(), &["--allow-delete", "--overwrite"]);
+    let s = srv.addr.as_str();
+    let secret = outside.path().join("secret");
+    let secret = secret.to_str().unwrap();
+    let dotdot = format!(
+        "../{}/secret",
+        outside.path().file_name().unwrap().to_str().unwrap()
+    );
+
+    for name in [dotdot.as_str(), secret, "out/secret", "s", "sub/../../x"] {
+        let o = udpft(cli.path(), &["get", s, name, "got"]);
+        assert_fails(&o, 3, "access denied");
+        assert!(!cli.path().join("got").exists());
+        let o = udpft(cli.path(), &["put", s, "f", name]);
+        assert_fails(&o, 3, "access denied");
+        let o = udpft(cli.path(), &["delete", s, name]);
+        assert_fails(&o, 3, "access denied");
+    }
+    for dir in ["..", "/", "out", "out/", "/etc"] {
+        let o = udpft(cli.path(), &["list", s, dir]);
+        assert_fails(&o, 3, "access denied");
+        assert!(o.stdout.is_empty());
+    }
+    let o = udpft(cli.path(), &["put", s, "f", "out/new"]);
+    assert_fails(&o, 3, "access denied");
+    assert_eq!(fs::read(outside.path().join("secret")).unwrap(), b"secret");
+    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 1);
+    // Inside the root still works.
+    assert_ok(&udpft(cli.path(), &["put", s, "f", "ok"]));
+}
+
+/// A valid REQUEST datagram, as a client would send it.
+fn request_bytes(op: Op, name: &str, nonce: u64) -> Vec<u8> {
+    let d = Datagram {
+        session: nonce,
+        seq: 0,
+        message: Message::Request(Request {
+            op,
+            block_size: 1408,
+            size: 0,
+            name,
+        }),
+    };
+    let mut buf = vec![0u8; d.wire_len()];
+    let n = d.emit(&mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn garbage_never_stops_the_server() {
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    let data = content(100_000, 7);
+    fs::write(root.path().join("a"), &data).unwrap();
+    let mut srv = Server::start(root.path(), &[]);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(&srv.addr).unwrap();
+    let valid = request_bytes(Op::Get, "a", 0x1234_5678);
+    let mut seed = 99u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for i in 0..3000 {
+        let packet: Vec<u8> = match i % 4 {
+            // Random bytes of random length.
+            0 => (0..(next() % 1500) as usize)
+                .map(|_| next() as u8)
+                .collect(),
+            // Truncated valid datagram.
+            1 => valid[..(next() as usize % valid.len())].to_vec(),
+            // One bit flipped.
+            2 => {
+                let mut p = valid.clone();
+                let bit = next() as usize % (p.len() * 8);
+                p[bit / 8] ^= 1 << (bit % 8);
+                p
+            }
+            // Random bytes after a valid-looking magic and version.
+            _ => {
+                let mut p: Vec<u8> = (0..64).map(|_| next() as u8).collect();
+                p[0] = 0x55;
+                p[1] = 0x46;
+                p[2] = 1;
+                p
+            }
+        };
+        let _ = sock.send(&packet);
+    }
+    // Nothing answers garbage.
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    assert!(sock.recv(&mut buf).is_err(), "garbage was answered");
+    assert!(srv.alive());
+    let o = udpft(cli.path(), &["get", &srv.addr, "a"]);
+    assert_ok(&o);
+    assert_eq!(fs::read(cli.path().join("a")).unwrap(), data);
+}
+
+#[test]
+fn many_clients_at_once() {
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    let srv = Server::start(root.path(), &[]);
+    let n = 20;
+    let mut expected = Vec::new();
+    for i in 0..n {
+        let data = content(200_000 + i * 7919, i as u64 + 100);
+        if i % 2 == 0 {
+            fs::write(root.path().join(format!("g{i}")), &data).unwrap();
+        } else {
+            fs::write(cli.path().join(format!("p{i}")), &data).unwrap();
+        }
+        expected.push(data);
+    }
+    let children: Vec<Child> = (0..n)
+        .map(|i| {
+            let mut c = Command::new(UDPFT);
+            c.current_dir(cli.path()).arg("-q");
+            if i % 2 == 0 {
+                c.args(["get", &srv.addr, &format!("g{i}")]);
+            } else {
+                c.args(["put", &srv.addr, &format!("p{i}")]);
+            }
+            c.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert_ok(&o);
+    }
+    for (i, data) in expected.iter().enumerate() {
+        let got = if i % 2 == 0 {
+            fs::read(cli.path().join(format!("g{i}"))).unwrap()
+        } else {
+            fs::read(root.path().join(format!("p{i}"))).unwrap()
+        };
+        assert!(got == *data, "file {i} differs");
+    }
+}
+
+#[test]
+fn killed_upload_leaves_no_file() {
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    let big = cli.path().join("big");
+    {
+        let mut f = std::io::BufWriter::new(fs::File::create(&big).unwrap());
+        for i in 0..64 {
+            f.write_all(&content(1 << 20, i)).unwrap();
+        }
+    }
+    let srv = Server::start(
+        root.path(),
+        &["--idle", "1s", "--timeout", "200ms", "--max-sessions", "1"],
+    );
+    let mut child = Command::new(UDPFT)
+        .current_dir(cli.path())
+        .args(["-q", "--block-size", "512", "put", &srv.addr, "big"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the upload is under way (its temporary file exists).
+    let t = Instant::now();
+    while temp_files(root.path()).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "upload never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // With --max-sessions 1, another client is told the server is busy.
+    let o = udpft(cli.path(), &["list", &srv.addr]);
+    assert_fails(&o, 3, "busy");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!root.path().join("big").exists());
+    assert_eq!(temp_files(root.path()).len(), 1);
+    // After the server's idle timeout, the temporary file is gone too.
+    let t = Instant::now();
+    while !temp_files(root.path()).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "temporary file left behind: {:?}",
+            temp_files(root.path())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!root.path().join("big").exists());
+    assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
+    let log = srv.log();
+    assert!(
+        log.contains("put 'big'") && log.contains("failed"),
+        "log: {log}"
+    );
+}
+
+#[test]
+fn ipv6_loopback() {
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    let srv = Server::start_on("[::1]:0", root.path(), &[]);
+    assert!(srv.addr.starts_with("[::1]:"), "{}", srv.addr);
+    let data = content(50_000, 3);
+    fs::write(cli.path().join("v6"), &data).unwrap();
+    assert_ok(&udpft(cli.path(), &["put", &srv.addr, "v6"]));
+    assert_ok(&udpft(cli.path(), &["get", &srv.addr, "v6", "back"]));
+    assert_eq!(fs::read(cli.path().join("back")).unwrap(), data);
+    let o = udpft(cli.path(), &["list", &srv.addr]);
+    assert_eq!(stdout(&o), "50000\tv6\n");
+}
+
+fn shell(cwd: &Path, server: &str, input: &str) -> Output {
+    let mut c = Command::new(UDPFT)
+        .current_dir(cwd)
+        .args(["shell", server])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    c.wait_with_output().unwrap()
+}
+
+#[test]
+fn shell_from_stdin() {
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    let data = content(70_000, 5);
+    fs::write(cli.path().join("s.bin"), &data).unwrap();
+    let srv = Server::start(root.path(), &[]);
+    let input = "ls\n\
+                 put s.bin\n\
+                 frobnicate now\n\
+                 get\n\
+                 get missing\n\
+                 get s.bin back.bin\n\
+                 help\n\
+                 ls\n\
+                 quit\n\
+                 ls\n";
+    let o = shell(cli.path(), &srv.addr, input);
+    assert_ok(&o);
+    let out = stdout(&o);
+    let err = stderr(&o);
+    assert!(err.contains("unknown command 'frobnicate'"), "{err}");
+    assert!(err.contains("usage: get REMOTE [LOCAL]"), "{err}");
+    assert!(err.contains("server has no file 'missing'"), "{err}");
+    assert!(out.contains("put LOCAL [REMOTE]"), "help: {out}");
+    // One listing line from the second ls; the first was empty, the third never ran.
+    assert_eq!(out.matches("70000\ts.bin\n").count(), 1, "{out}");
+    assert_eq!(fs::read(root.path().join("s.bin")).unwrap(), data);
+    assert_eq!(fs::read(cli.path().join("back.bin")).unwrap(), data);
+
+    // End of input leaves too.
+    let o = shell(cli.path(), &srv.addr, "ls\n");
+    assert_ok(&o);
+    assert_eq!(stdout(&o), "70000\ts.bin\n");
+}
+
+#[test]
+fn no_answer_is_reported() {
+    let cli = tempfile::tempdir().unwrap();
+    // A port where nothing listens.
+    let port = {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let server = format!("127.0.0.1:{port}");
+    let t = Instant::now();
+    let o = udpft(
+        cli.path(),
+        &["--timeout", "200ms", "--retries", "3", "get", &server, "x"],
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert_fails(
+        &o,
+        4,
+        &format!("no answer from 127.0.0.1:{port} after 4 tries over"),
+    );
+    assert!(!cli.path().join("x").exists());
+    assert!(temp_files(cli.path()).is_empty());
+    // And a put of a missing server, too.
+    fs::write(cli.path().join("p"), b"p").unwrap();
+    let o = udpft(
+        cli.path(),
+        &["--timeout", "100ms", "--retries", "2", "put", &server, "p"],
+    );
+    assert_fails(
+        &o,
+        4,
+        &format!("no answer from 127.0.0.1:{port} after 3 tries"),
+    );
+}
+
+/// Length and CRC32 of a file, read in chunks.
+fn digest(path: &Path) -> (u64, u32) {
+    let mut f = fs::File::open(path).unwrap();
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf).unwrap();
+        if k == 0 {
+            return (n, h.finalize());
+        }
+        n += k as u64;
+        h.update(&buf[..k]);
+    }
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = s.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn large_file_streams_in_bounded_memory() {
+    const SIZE: u64 = 256 << 20;
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    let src = cli.path().join("large");
+    {
+        let mut f = std::io::BufWriter::new(fs::File::create(&src).unwrap());
+        let block = content(1 << 20, 11);
+        for i in 0..(SIZE >> 20) {
+            f.write_all(&(i as u32).to_le_bytes()).unwrap();
+            f.write_all(&block[4..]).unwrap();
+        }
+    }
+    let want = digest(&src);
+    assert_eq!(want.0, SIZE);
+    let srv = Server::start(root.path(), &[]);
+    let t = Instant::now();
+    let o = udpft(
+        cli.path(),
+        &["--block-size", "65000", "put", &srv.addr, "large"],
+    );
+    assert_ok(&o);
+    eprintln!("put: {}", stderr(&o).trim());
+    assert_eq!(digest(&root.path().join("large")), want);
+    let o = udpft(
+        cli.path(),
+        &["--block-size", "65000", "get", &srv.addr, "large", "back"],
+    );
+    assert_ok(&o);
+    eprintln!("get: {}", stderr(&o).trim());
+    assert_eq!(digest(&cli.path().join("back")), want);
+    let hwm = vm_hwm_kib(srv.child.id());
+    eprintln!(
+        "256 MiB put + get in {:.1} s; udpftd peak memory (VmHWM): {hwm} KiB",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(hwm < 64 * 1024, "udpftd used {hwm} KiB");
+}
+
+#[test]
+fn sigterm_aborts_transfers_after_the_grace_time() {
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    {
+        let mut f = std::io::BufWriter::new(fs::File::create(cli.path().join("big")).unwrap());
+        for i in 0..64 {
+            f.write_all(&content(1 << 20, i)).unwrap();
+        }
+    }
+    let mut srv = Server::start(root.path(), &["--grace", "300ms"]);
+    let child = Command::new(UDPFT)
+        .current_dir(cli.path())
+        .args(["--block-size", "512", "put", &srv.addr, "big"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while temp_files(root.path()).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "upload never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let st = Command::new("kill")
+        .args(["-TERM", &srv.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let status = srv
+        .wait_exit(Duration::from_secs(10))
+        .expect("udpftd exits");
+    assert!(status.success(), "{status:?}");
+    // The client was told (an ERROR), rather than left to time out.
+    let o = child.wait_with_output().unwrap();
+    assert_fails(&o, 1, "shutting down");
+    assert!(!root.path().join("big").exists());
+    assert!(temp_files(root.path()).is_empty());
+    let log = srv.log();
+    assert!(log.contains("stopping"), "log: {log}");
+}
