@@ -22,8 +22,8 @@ pub struct RtoConfig {
 impl Default for RtoConfig {
     fn default() -> Self {
         RtoConfig {
-            initial: Duration::from_millis(50),
-            min: Duration::from_micros(200),
+            initial: Duration::from_millis(10),
+            min: Duration::from_micros(100),
             max: Duration::from_secs(1),
         }
     }

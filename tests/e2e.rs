@@ -779,3 +779,112 @@ fn sigterm_aborts_transfers_after_the_grace_time() {
     let log = srv.log();
     assert!(log.contains("stopping"), "log: {log}");
 }
+
+#[test]
+fn hostile_requests_get_small_errors() {
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    fs::write(root.path().join("a"), b"aaa").unwrap();
+    let mut srv = Server::start(root.path(), &[]);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(&srv.addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; 70_000];
+    let long = "x/".repeat(400);
+    let cases: [(Op, &str, udpft::wire::ErrorCode); 6] = [
+        (Op::Get, "", udpft::wire::ErrorCode::BadRequest),
+        (Op::Get, "a\0b", udpft::wire::ErrorCode::BadRequest),
+        (
+            Op::Put,
+            "../../etc/passwd",
+            udpft::wire::ErrorCode::AccessDenied,
+        ),
+        (Op::List, "/", udpft::wire::ErrorCode::AccessDenied),
+        (Op::Delete, "a", udpft::wire::ErrorCode::NotAllowed),
+        (Op::Get, long.as_str(), udpft::wire::ErrorCode::NotFound),
+    ];
+    for (i, (op, name, code)) in cases.iter().enumerate() {
+        let nonce = 0xABC0 + i as u64;
+        let req = request_bytes(*op, name, nonce);
+        sock.send(&req).unwrap();
+        let n = sock
+            .recv(&mut buf)
+            .expect("an answer to a well-formed request");
+        // Anti-amplification: never more bytes back than the request had.
+        assert!(n <= req.len(), "{n} > {}", req.len());
+        let d = Datagram::parse(&buf[..n]).unwrap();
+        assert_eq!(d.session, nonce);
+        match d.message {
+            Message::Error { code: got, .. } => assert_eq!(got, *code, "case {i}"),
+            m => panic!("case {i}: expected an ERROR, got {m:?}"),
+        }
+    }
+    // A valid but unrouted ACK, and a DATA for a session that does not exist: silence.
+    for message in [Message::Ack, Message::Data(b"zzz")] {
+        let d = Datagram {
+            session: 77,
+            seq: 1,
+            message,
+        };
+        let mut out = vec![0u8; d.wire_len()];
+        let n = d.emit(&mut out).unwrap();
+        sock.send(&out[..n]).unwrap();
+    }
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(
+        sock.recv(&mut buf).is_err(),
+        "an unrouted datagram was answered"
+    );
+    assert!(srv.alive());
+    assert_ok(&udpft(cli.path(), &["get", &srv.addr, "a"]));
+    assert_eq!(fs::read(cli.path().join("a")).unwrap(), b"aaa");
+}
+
+#[test]
+fn ctrl_c_abandons_an_upload_and_tells_the_server() {
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    {
+        let mut f = std::io::BufWriter::new(fs::File::create(cli.path().join("big")).unwrap());
+        for i in 0..64 {
+            f.write_all(&content(1 << 20, i)).unwrap();
+        }
+    }
+    // A long idle timeout: the temporary file must go because the client said so.
+    let srv = Server::start(root.path(), &["--idle", "60s"]);
+    let child = Command::new(UDPFT)
+        .current_dir(cli.path())
+        .args(["--block-size", "512", "put", &srv.addr, "big"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while temp_files(root.path()).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "upload never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = child.wait_with_output().unwrap();
+    assert_fails(&o, 130, "interrupted");
+    let t = Instant::now();
+    while !temp_files(root.path()).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the server was not told"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!root.path().join("big").exists());
+    let log = srv.log();
+    assert!(log.contains("interrupted by the user"), "log: {log}");
+}

@@ -414,12 +414,13 @@ fn stop_and_wait_never_has_two_blocks_outstanding() {
     }
 }
 
-/// A sender whose DONE claims the wrong CRC32 (a valid datagram, so only the stream
-/// check can catch it): the receiver must fail, tell the sender, and commit nothing.
-#[test]
-fn done_with_wrong_crc_is_an_error_not_a_success() {
-    let bytes = data(3000, 11);
-    let mut tamper = |w: Way, b: &mut Vec<u8>| {
+/// A change to DONE's (length, CRC32).
+type DoneChange = fn(u64, u32) -> (u64, u32);
+
+/// Rewrites every DONE from the server with `change(length, crc)`, as a valid datagram:
+/// a buggy sender, or corruption that slipped past the datagram CRC.
+fn tamper_done(change: DoneChange) -> impl FnMut(Way, &mut Vec<u8>) -> bool {
+    move |w, b| {
         if w == Way::ServerToClient
             && let Some(Datagram {
                 session,
@@ -427,66 +428,49 @@ fn done_with_wrong_crc_is_an_error_not_a_success() {
                 message: Message::Done { length, crc },
             }) = parse(b)
         {
+            let (length, crc) = change(length, crc);
             let d = Datagram {
                 session,
                 seq,
-                message: Message::Done {
-                    length,
-                    crc: crc ^ 1,
-                },
+                message: Message::Done { length, crc },
             };
             let n = d.emit(b).unwrap();
             b.truncate(n);
         }
         true
-    };
-    let (o, cap) = get_scripted(cfg(512, LinkConfig::default(), 1), &bytes, &mut tamper);
-    assert!(!check(&o, &cap, &bytes, "tampered done"));
-    assert!(
-        matches!(o.client, Status::Failed(TransferError::Integrity { .. })),
-        "{:?}",
-        o.client
-    );
-    assert!(
-        matches!(
-            &o.server,
-            Some(Status::Failed(TransferError::Remote {
-                code: ErrorCode::Integrity,
-                ..
-            }))
-        ),
-        "{:?}",
-        o.server
-    );
+    }
 }
 
-/// Same for the length: a DONE that claims one byte more.
+/// A DONE whose CRC32 or length disagrees with the stream: the receiver must fail,
+/// tell the sender, and commit nothing.
 #[test]
-fn done_with_wrong_length_is_an_error() {
-    let bytes = data(700, 12);
-    let mut tamper = |w: Way, b: &mut Vec<u8>| {
-        if w == Way::ServerToClient
-            && let Some(Datagram {
-                session,
-                seq,
-                message: Message::Done { length, crc },
-            }) = parse(b)
-        {
-            let d = Datagram {
-                session,
-                seq,
-                message: Message::Done {
-                    length: length + 1,
-                    crc,
-                },
-            };
-            let n = d.emit(b).unwrap();
-            b.truncate(n);
-        }
-        true
-    };
-    let (o, cap) = get_scripted(cfg(512, LinkConfig::default(), 1), &bytes, &mut tamper);
-    assert!(!check(&o, &cap, &bytes, "tampered done length"));
+fn done_with_wrong_crc_or_length_is_an_error_not_a_success() {
+    let changes: [DoneChange; 2] = [|l, c| (l, c ^ 1), |l, c| (l + 1, c)];
+    for change in changes {
+        let bytes = data(3000, 11);
+        let (o, cap) = get_scripted(
+            cfg(512, LinkConfig::default(), 1),
+            &bytes,
+            &mut tamper_done(change),
+        );
+        assert!(!check(&o, &cap, &bytes, "tampered done"));
+        assert!(
+            matches!(o.client, Status::Failed(TransferError::Integrity { .. })),
+            "{:?}",
+            o.client
+        );
+        assert!(
+            matches!(
+                &o.server,
+                Some(Status::Failed(TransferError::Remote {
+                    code: ErrorCode::Integrity,
+                    ..
+                }))
+            ),
+            "{:?}",
+            o.server
+        );
+    }
 }
 
 /// Corrupted datagrams are caught by the CRC32, counted, and the transfer still succeeds.

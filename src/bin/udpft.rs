@@ -1,5 +1,6 @@
 //! `udpft`: the udpft client. See README.md.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,7 +108,11 @@ fn main() -> ExitCode {
             .map(summary),
         Cmd::List { server, dir } => server_addr(server)
             .and_then(|s| client::list(s, dir.as_deref(), &opts))
-            .map(|(text, _)| print!("{text}")),
+            .map(|(text, _)| {
+                // A closed stdout (`udpft list | head -1`) is not an error worth a panic.
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+            }),
         Cmd::Delete { server, remote } => server_addr(server)
             .and_then(|s| client::delete(s, remote, &opts))
             .map(summary),

@@ -254,6 +254,25 @@ pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// Encodes the ERROR that tells the peer why this side failed; `None` if `buf` is too small.
+pub(crate) fn encode_error(
+    session: crate::wire::SessionId,
+    seq: crate::wire::Seq,
+    e: &TransferError,
+    buf: &mut [u8],
+) -> Option<usize> {
+    let msg = e.to_string();
+    let d = crate::wire::Datagram {
+        session,
+        seq,
+        message: crate::wire::Message::Error {
+            code: e.wire_code(),
+            message: truncate_utf8(&msg, crate::wire::MAX_MESSAGE_LEN),
+        },
+    };
+    d.emit(buf).ok()
+}
+
 pub(crate) fn count_drop(stats: &mut Stats, e: crate::wire::WireError) {
     stats.dropped += 1;
     if e == crate::wire::WireError::BadChecksum {

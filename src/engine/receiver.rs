@@ -111,20 +111,10 @@ impl Receiver {
     }
 
     fn fail(&mut self, e: TransferError, tell_peer: bool) {
-        if tell_peer {
-            let msg = e.to_string();
-            let d = Datagram {
-                session: self.session,
-                seq: self.expected,
-                message: Message::Error {
-                    code: e.wire_code(),
-                    message: super::truncate_utf8(&msg, wire::MAX_MESSAGE_LEN),
-                },
-            };
-            self.reply_len = d.emit(&mut self.reply).ok();
-        } else {
-            self.reply_len = None;
-        }
+        self.reply_len = match tell_peer {
+            true => super::encode_error(self.session, self.expected, &e, &mut self.reply),
+            false => None,
+        };
         self.trace(Event::Failed(e.clone()));
         self.status = Status::Failed(e);
         self.phase = Phase::Over;

@@ -139,17 +139,7 @@ impl Sender {
             return;
         }
         if tell_peer {
-            let msg = e.to_string();
-            let msg = super::truncate_utf8(&msg, wire::MAX_MESSAGE_LEN);
-            let d = Datagram {
-                session: self.session,
-                seq: self.out.seq,
-                message: Message::Error {
-                    code: e.wire_code(),
-                    message: msg,
-                },
-            };
-            self.error_out = d.emit(&mut self.packet).ok();
+            self.error_out = super::encode_error(self.session, self.out.seq, &e, &mut self.packet);
         }
         self.trace(Event::Failed(e.clone()));
         self.status = Status::Failed(e);

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::RngExt;
 
 use super::fs::AtomicFile;
-use super::{human_bytes, recv_until};
+use super::{Waiter, human_bytes};
 use crate::engine::{ClientSession, Config, Job, RtoConfig, Sink, Status, TransferError};
 use crate::wire::{self, ErrorCode, Op};
 
@@ -223,6 +223,7 @@ pub fn run_session(
     });
     let mut sized = total.is_some();
     let mut buf = vec![0u8; wire::MAX_DATAGRAM];
+    let mut waiter = Waiter::from_env();
     let start = Instant::now();
     let mut done_at = None;
     let poll = Duration::from_millis(100);
@@ -279,7 +280,7 @@ pub fn run_session(
             });
         }
         let deadline = s.poll_timeout().map_or(now + poll, |t| t.min(now + poll));
-        match recv_until(&sock, &mut buf, deadline) {
+        match waiter.recv_until(&sock, &mut buf, deadline) {
             Ok(Some((n, _))) => s.handle_datagram(Instant::now(), &buf[..n]),
             Ok(None) => s.handle_timeout(Instant::now()),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}

@@ -20,34 +20,148 @@ use std::time::{Duration, Instant};
 /// The port used when an address names none.
 pub const DEFAULT_PORT: u16 = 6969;
 
-/// Waits for the next datagram on `sock`, until `deadline` at the latest.
+/// The longest a [`Waiter`] spins before it blocks.
+pub const MAX_SPIN: Duration = Duration::from_micros(50);
+/// Below this a spin budget is not worth its syscalls: the waiter just blocks.
+const MIN_SPIN: Duration = Duration::from_micros(4);
+
+/// Waits for the next datagram on a socket: first by spinning briefly, then by blocking.
 ///
-/// Returns `Ok(None)` when the deadline passed (or the wait was interrupted) without a
-/// datagram. This is the one place every driver waits for the network, so a different
-/// waiting strategy (spin, then block) can be put in here alone.
-pub fn recv_until(
-    sock: &UdpSocket,
-    buf: &mut [u8],
-    deadline: Instant,
-) -> io::Result<Option<(usize, SocketAddr)>> {
-    let now = Instant::now();
-    if deadline <= now {
-        return Ok(None);
+/// Stop-and-wait moves one block per round trip, so the round trip is the whole game,
+/// and on a LAN most of it is the wake-up of a thread blocked in `recv` (about 100 µs
+/// here, against about 8 µs when the thread is still running). So the waiter first
+/// polls the socket without blocking, yielding the CPU between polls so that other
+/// runnable threads (16 sessions on 2 cores) are not starved, for a spin budget of at
+/// most [`MAX_SPIN`]; then it blocks until the deadline.
+///
+/// The budget adapts: a blocking wait that ended with a datagram soon after the spin
+/// gave up doubles it (a longer spin would have caught it); a wait that ran into its
+/// deadline, or a peer slower than [`MAX_SPIN`], halves it, down to none. An idle
+/// server therefore blocks and burns no CPU, and a slow link costs no spinning.
+///
+/// This is the one place every driver waits for the network.
+#[derive(Debug)]
+pub struct Waiter {
+    spin: Duration,
+    nonblocking: bool,
+    /// The read timeout last set on the socket, to skip setting it again.
+    timeout: Option<Duration>,
+}
+
+impl Default for Waiter {
+    fn default() -> Self {
+        Waiter::new()
     }
-    // A zero read timeout is an error in std: wait at least a microsecond.
-    let wait = (deadline - now).max(Duration::from_micros(1));
-    sock.set_read_timeout(Some(wait))?;
-    match sock.recv_from(buf) {
-        Ok((n, from)) => Ok(Some((n, from))),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-            ) =>
-        {
-            Ok(None)
+}
+
+impl Waiter {
+    pub fn new() -> Self {
+        Waiter {
+            spin: Duration::from_micros(20),
+            nonblocking: false,
+            timeout: None,
         }
-        Err(e) => Err(e),
+    }
+
+    /// A waiter that never spins (for comparisons: `UDPFT_SPIN=0` selects it).
+    pub fn blocking() -> Self {
+        Waiter {
+            spin: Duration::ZERO,
+            ..Waiter::new()
+        }
+    }
+
+    /// The waiter the drivers use: spinning unless the environment variable
+    /// `UDPFT_SPIN` is `0` (the benchmark compares both).
+    pub fn from_env() -> Self {
+        match std::env::var("UDPFT_SPIN").as_deref() {
+            Ok("0") => Waiter::blocking(),
+            _ => Waiter::new(),
+        }
+    }
+
+    /// The current spin budget.
+    pub fn spin(&self) -> Duration {
+        self.spin
+    }
+
+    fn set_nonblocking(&mut self, sock: &UdpSocket, on: bool) -> io::Result<()> {
+        if self.nonblocking != on {
+            sock.set_nonblocking(on)?;
+            self.nonblocking = on;
+        }
+        Ok(())
+    }
+
+    /// Waits for the next datagram on `sock` until `deadline` at the latest. Returns
+    /// `Ok(None)` when the deadline passed (or the wait was interrupted) without one.
+    pub fn recv_until(
+        &mut self,
+        sock: &UdpSocket,
+        buf: &mut [u8],
+        deadline: Instant,
+    ) -> io::Result<Option<(usize, SocketAddr)>> {
+        let start = Instant::now();
+        if deadline <= start {
+            return Ok(None);
+        }
+        if !self.spin.is_zero() {
+            self.set_nonblocking(sock, true)?;
+            let spin_end = (start + self.spin).min(deadline);
+            loop {
+                match sock.recv_from(buf) {
+                    Ok(got) => return Ok(Some(got)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+                if Instant::now() >= spin_end {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
+        self.set_nonblocking(sock, false)?;
+        let blocked_at = Instant::now();
+        if deadline <= blocked_at {
+            self.shrink();
+            return Ok(None);
+        }
+        // A zero read timeout is an error in std: wait at least a microsecond.
+        let wait = Some((deadline - blocked_at).max(Duration::from_micros(1)));
+        if self.timeout != wait {
+            sock.set_read_timeout(wait)?;
+            self.timeout = wait;
+        }
+        match sock.recv_from(buf) {
+            Ok(got) => {
+                if blocked_at.elapsed() < MAX_SPIN {
+                    self.spin = (self.spin * 2).clamp(MIN_SPIN * 2, MAX_SPIN);
+                } else {
+                    self.shrink();
+                }
+                Ok(Some(got))
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                self.shrink();
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn shrink(&mut self) {
+        self.spin /= 2;
+        if self.spin < MIN_SPIN {
+            self.spin = Duration::ZERO;
+        }
     }
 }
 

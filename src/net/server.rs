@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use rand::RngExt;
 
+use super::Waiter;
 use super::fs::{AtomicFile, Refusal, Root, listing};
-use super::recv_until;
 use crate::engine::{Config, RtoConfig, ServerSession, Status, reject};
 use crate::wire::{self, Datagram, ErrorCode, Message, Op, Request, SessionId};
 
@@ -80,6 +80,10 @@ impl Default for ServerOptions {
 /// re-answer a resent exit REQUEST whose ACCEPT was lost.
 pub const EXIT_LINGER: Duration = Duration::from_secs(1);
 
+/// Sessions that completed but linger (to re-acknowledge a resent DONE) do not count
+/// against `--max-sessions`; all sessions together are capped at this many times it.
+const LINGER_FACTOR: usize = 4;
+
 /// Longest wait in the socket, so a stop request is noticed promptly.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -108,6 +112,9 @@ struct Entry {
     started: Instant,
     /// A delete or exit already carried out (re-answers a resent REQUEST only).
     answered: bool,
+    /// Its log line is written (when it completed or failed; a completed session may
+    /// linger on to re-acknowledge a resent DONE).
+    logged: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -154,6 +161,7 @@ impl Server {
     /// set and transfers in flight finished (or the grace time ran out).
     pub fn run(self, stop: &AtomicBool) -> io::Result<ServerStats> {
         let mut buf = vec![0u8; wire::MAX_DATAGRAM];
+        let mut waiter = Waiter::from_env();
         let mut st = State {
             sock: self.sock,
             root: self.root,
@@ -209,7 +217,7 @@ impl Server {
             if let Mode::Stopping(until) = st.mode {
                 deadline = deadline.min(until);
             }
-            match recv_until(&st.sock, &mut buf, deadline) {
+            match waiter.recv_until(&st.sock, &mut buf, deadline) {
                 Ok(Some((n, from))) => st.datagram(Instant::now(), from, &buf[..n]),
                 Ok(None) => {}
                 Err(e) => {
@@ -247,6 +255,30 @@ struct State {
     stats: ServerStats,
 }
 
+/// The one log line of a session: peer, operation, path, bytes, duration, resends,
+/// outcome.
+fn log_session(e: &Entry, now: Instant, verbosity: Verbosity) {
+    let st = e.s.stats();
+    let outcome = match e.s.status() {
+        Status::Failed(err) => format!("failed: {err}"),
+        Status::Running => "unfinished".to_string(),
+        _ => "ok".to_string(),
+    };
+    let srtt = match (verbosity, e.s.srtt()) {
+        (Verbosity::Verbose, Some(r)) => format!(", rtt {:.3} ms", r.as_secs_f64() * 1e3),
+        _ => String::new(),
+    };
+    eprintln!(
+        "udpftd: {} {} '{}': {} B in {:.3} s, {} resends{srtt}: {outcome}",
+        e.s.peer(),
+        e.s.op().name(),
+        e.path,
+        st.bytes,
+        now.saturating_duration_since(e.started).as_secs_f64(),
+        st.resent,
+    );
+}
+
 fn terminal(s: &Status) -> bool {
     matches!(s, Status::Closed | Status::Failed(_))
 }
@@ -266,9 +298,13 @@ impl State {
         }
     }
 
-    /// Transfers (not answered deletes or exits) still in the map.
+    /// Transfers still under way: not answered deletes or exits, and not sessions that
+    /// completed and only linger to re-acknowledge.
     fn running(&self) -> usize {
-        self.sessions.values().filter(|e| !e.answered).count()
+        self.sessions
+            .values()
+            .filter(|e| !e.answered && *e.s.status() == Status::Running)
+            .count()
     }
 
     /// Sends what the session has to send, prints its trace, and removes it if it ended.
@@ -289,6 +325,12 @@ impl State {
                 eprintln!("udpftd: {peer} {id:016x}: {ev}");
             }
         }
+        if !e.logged && *e.s.status() != Status::Running {
+            e.logged = true;
+            if self.opts.verbosity >= Verbosity::Normal {
+                log_session(e, now, self.opts.verbosity);
+            }
+        }
         if terminal(e.s.status()) {
             self.remove(id, now);
         }
@@ -299,26 +341,8 @@ impl State {
             return;
         };
         self.by_nonce.remove(&(e.s.peer(), e.s.nonce()));
-        // An answered delete or exit was logged when it was carried out.
-        if self.opts.verbosity >= Verbosity::Normal && !e.answered {
-            let st = e.s.stats();
-            let outcome = match e.s.status() {
-                Status::Failed(err) => format!("failed: {err}"),
-                _ => "ok".to_string(),
-            };
-            let srtt = match (self.opts.verbosity, e.s.srtt()) {
-                (Verbosity::Verbose, Some(r)) => format!(", rtt {:.3} ms", r.as_secs_f64() * 1e3),
-                _ => String::new(),
-            };
-            eprintln!(
-                "udpftd: {} {} '{}': {} B in {:.3} s, {} resends{srtt}: {outcome}",
-                e.s.peer(),
-                e.s.op().name(),
-                e.path,
-                st.bytes,
-                now.saturating_duration_since(e.started).as_secs_f64(),
-                st.resent,
-            );
+        if !e.logged && self.opts.verbosity >= Verbosity::Normal {
+            log_session(&e, now, self.opts.verbosity);
         }
         // Dropping the session drops its sink: an uncommitted upload's temp file goes.
         drop(e);
@@ -421,13 +445,13 @@ impl State {
             let r = Refusal::new(ErrorCode::Busy, "server is shutting down");
             return self.refuse(from, nonce, req, len, &r);
         }
-        if self.sessions.len() >= self.opts.max_sessions {
+        let running = self.running();
+        if running >= self.opts.max_sessions
+            || self.sessions.len() >= self.opts.max_sessions.saturating_mul(LINGER_FACTOR)
+        {
             let r = Refusal::new(
                 ErrorCode::Busy,
-                format!(
-                    "server busy: {} sessions in progress, try again later",
-                    self.sessions.len()
-                ),
+                format!("server busy: {running} transfers in progress, try again later"),
             );
             return self.refuse(from, nonce, req, len, &r);
         }
@@ -502,6 +526,7 @@ impl State {
                 path: req.name.escape_debug().to_string(),
                 started: now,
                 answered,
+                logged: answered,
             },
         );
         self.by_nonce.insert((from, nonce), id);

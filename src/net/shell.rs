@@ -149,8 +149,8 @@ fn one_line(server: SocketAddr, line: &str, opts: &ClientOptions, last: &mut u8)
         ("quit" | "bye", []) => return Next::Leave,
         ("ls" | "list", [] | [_]) => {
             client::list(server, args.first().copied(), opts).map(|(text, _)| {
-                print!("{text}");
-                let _ = io::stdout().flush();
+                let mut out = io::stdout().lock();
+                let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
             })
         }
         ("get", [remote] | [remote, _]) => {
