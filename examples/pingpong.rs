@@ -12,8 +12,15 @@
 //!
 //! Roles: `--role both` (default) runs server and client as two threads of this process
 //! on `--addr` (default 127.0.0.1:0, any free port); `--role server --addr A` only
-//! echoes on A (until `--count` datagrams or `--idle-ms` of silence); `--role client
-//! --addr A` only pings A. Run under `ip netns exec NS` to measure inside a namespace.
+//! echoes on A (until the client's STOP or `--idle-ms` of silence); `--role client
+//! --addr A` only pings A, then sends STOP. Run under `ip netns exec NS` to measure
+//! inside a namespace.
+//!
+//! Two processes are what a real transfer looks like, and the numbers differ: on a VM,
+//! the scheduler tends to keep two communicating processes on one CPU (a wake-up is a
+//! context switch, ~10 µs here), while the two threads of `--role both` tend to land
+//! on different CPUs (a wake-up is an inter-processor interrupt into an idle vCPU,
+//! ~70 µs here). `bench/run` measures the bound with two processes.
 //!
 //! Modes: `blocking` is a plain blocking `recv`; `spin` polls a nonblocking socket for
 //! up to `--spin-us` µs (default 20) and then falls back to a blocking `recv`. Both
@@ -316,6 +323,12 @@ fn main() -> ExitCode {
         Role::Client => {
             let sock = UdpSocket::bind(any).expect("bind");
             let mut s = ping(&sock, addr, &o);
+            // Tell the server to leave (a few times, in case a drop rule eats one;
+            // otherwise it leaves after --idle-ms of silence).
+            for _ in 0..5 {
+                let _ = sock.send_to(b"STOP", addr);
+                thread::sleep(Duration::from_millis(2));
+            }
             report(&o, &mut s);
         }
         Role::Both => {
