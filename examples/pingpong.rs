@@ -30,6 +30,11 @@
 //! a receive waits at most `--loss-timeout-ms` (default 200) and the ping is counted as
 //! lost and sent again with a new sequence number. The last line of output is
 //! machine-readable: `RESULT key=value ...`.
+//!
+//! `--probe-timeout-us N` measures something else: how long a `recv` with a read
+//! timeout of N µs (SO_RCVTIMEO) really waits with nothing to receive. Linux rounds
+//! that timeout up to scheduler ticks (4 ms at HZ=250), which is what a
+//! retransmission timer built on it gets.
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
@@ -63,12 +68,13 @@ struct Opts {
     addr: String,
     loss_timeout: Duration,
     idle: Duration,
+    probe_timeout_us: Option<u64>,
 }
 
 fn usage() -> &'static str {
     "usage: pingpong [--mode blocking|spin] [--size BYTES] [--count N] [--warmup N] \
      [--spin-us N] [--addr HOST:PORT] [--role both|server|client] [--loss-timeout-ms N] \
-     [--idle-ms N]"
+     [--idle-ms N] [--probe-timeout-us N]"
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -82,6 +88,7 @@ fn parse_args() -> Result<Opts, String> {
         addr: "127.0.0.1:0".into(),
         loss_timeout: Duration::from_millis(200),
         idle: Duration::from_secs(5),
+        probe_timeout_us: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -112,6 +119,9 @@ fn parse_args() -> Result<Opts, String> {
             "--addr" => o.addr = val("--addr")?,
             "--loss-timeout-ms" => {
                 o.loss_timeout = Duration::from_millis(num(val("--loss-timeout-ms")?, "ms")?.max(1))
+            }
+            "--probe-timeout-us" => {
+                o.probe_timeout_us = Some(num(val("--probe-timeout-us")?, "--probe-timeout-us")?.max(1))
             }
             "--idle-ms" => o.idle = Duration::from_millis(num(val("--idle-ms")?, "ms")?.max(1)),
             "-h" | "--help" => {
@@ -293,6 +303,29 @@ fn report(o: &Opts, s: &mut Stats) {
     );
 }
 
+/// How long a blocking `recv` with a read timeout (SO_RCVTIMEO) of `us` µs really
+/// waits when nothing arrives: the kernel rounds that timeout to scheduler ticks.
+fn probe_timeout(us: u64, count: u64) {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_micros(us))).expect("set_read_timeout");
+    let mut buf = [0u8; 64];
+    let mut waits: Vec<f64> = (0..count.clamp(1, 1000))
+        .map(|_| {
+            let t0 = Instant::now();
+            let _ = sock.recv_from(&mut buf);
+            t0.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    waits.sort_by(|a, b| a.total_cmp(b));
+    let n = waits.len();
+    println!(
+        "RESULT probe_timeout_us={us} samples={n} median_wait_us={:.1} min_wait_us={:.1} max_wait_us={:.1}",
+        waits[n / 2],
+        waits[0],
+        waits[n - 1]
+    );
+}
+
 fn main() -> ExitCode {
     let o = match parse_args() {
         Ok(o) => o,
@@ -301,6 +334,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(us) = o.probe_timeout_us {
+        probe_timeout(us, o.count.min(50));
+        return ExitCode::SUCCESS;
+    }
     let addr: SocketAddr = match o.addr.parse() {
         Ok(a) => a,
         Err(e) => {
