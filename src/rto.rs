@@ -40,6 +40,8 @@ pub struct RtoEstimator {
     srtt: Option<Duration>,
     rttvar: Duration,
     rto: Duration,
+    /// The smallest sample seen: no copy of a packet comes back faster than this.
+    min_rtt: Option<Duration>,
 }
 
 impl RtoEstimator {
@@ -49,6 +51,7 @@ impl RtoEstimator {
             srtt: None,
             rttvar: Duration::ZERO,
             rto: config.initial,
+            min_rtt: None,
         };
         e.rto = e.clamp(config.initial);
         e
@@ -61,6 +64,7 @@ impl RtoEstimator {
     /// Takes one round-trip measurement (RFC 6298 §2.2–2.3, alpha 1/8, beta 1/4).
     /// A new sample also undoes any backoff (RFC 6298 §5.7).
     pub fn sample(&mut self, rtt: Duration) {
+        self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
         match self.srtt {
             None => {
                 self.srtt = Some(rtt);
@@ -73,8 +77,39 @@ impl RtoEstimator {
             }
         }
         // RFC 6298's G (clock granularity) is our floor, applied by clamp.
-        let srtt = self.srtt.unwrap_or(rtt);
-        self.rto = self.clamp(srtt + self.rttvar * 4);
+        self.rto = self.estimate();
+    }
+
+    /// SRTT + 4·RTTVAR within the bounds, or the initial timeout before any sample.
+    fn estimate(&self) -> Duration {
+        match self.srtt {
+            Some(srtt) => self.clamp(srtt + self.rttvar * 4),
+            None => self.clamp(self.config.initial),
+        }
+    }
+
+    /// A packet that had been resent was acknowledged `since_last_send` after its last
+    /// copy went out. Karn's rule: no sample, since it is unknown which copy came back.
+    ///
+    /// What to do with the backoff is decided here (PROTOCOL.md §5.2). If the last copy
+    /// plausibly made the round trip — the answer came no sooner than half the smallest
+    /// round trip ever seen, and sooner than the estimate's timeout — the packets were
+    /// lost, not slow: the estimate still describes the path and the backoff is undone.
+    /// Otherwise (an answer too quick to be for the last copy, so an earlier copy was
+    /// merely slow; or an answer slower than the estimate) the round trip may have grown,
+    /// and the backed-off timeout is kept for the next packet, as RFC 6298 and Karn
+    /// prescribe, so that it can be sent once and measured.
+    ///
+    /// Why not always keep it: at heavy loss every loss doubles the timeout and only a
+    /// packet that got through at the first try undoes it, so the timeout climbs to the
+    /// ceiling and stays there (measured: 30% loss, a 300 KB get took 90 s with resends
+    /// waiting about 1 s against a 0.13 ms round trip).
+    pub fn acknowledged_after_resend(&mut self, since_last_send: Duration) {
+        let estimate = self.estimate();
+        let plausible = self.min_rtt.is_none_or(|m| since_last_send >= m / 2);
+        if plausible && since_last_send < estimate {
+            self.rto = estimate;
+        }
     }
 
     /// Doubles the timeout after an expiry (RFC 6298 §5.5), up to the ceiling.
@@ -100,6 +135,36 @@ impl RtoEstimator {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn backoff_is_undone_when_the_last_copy_made_a_normal_round_trip() {
+        let mut e = RtoEstimator::new(cfg());
+        for _ in 0..10 {
+            e.sample(Duration::from_micros(150));
+        }
+        let base = e.rto();
+        e.back_off();
+        e.back_off();
+        // Lost twice, the third copy answered after a normal round trip: loss, not delay.
+        e.acknowledged_after_resend(Duration::from_micros(160));
+        assert_eq!(e.rto(), base);
+    }
+
+    #[test]
+    fn backoff_is_kept_when_the_round_trip_may_have_grown() {
+        let mut e = RtoEstimator::new(cfg());
+        for _ in 0..10 {
+            e.sample(Duration::from_micros(150));
+        }
+        e.back_off();
+        let backed = e.rto();
+        // An answer 10 µs after the resend cannot be for the resend: the first copy was slow.
+        e.acknowledged_after_resend(Duration::from_micros(10));
+        assert_eq!(e.rto(), backed);
+        // An answer later than the estimate's timeout: the path is slower than estimated.
+        e.acknowledged_after_resend(Duration::from_millis(5));
+        assert_eq!(e.rto(), backed);
+    }
+
     use super::*;
 
     fn cfg() -> RtoConfig {

@@ -68,16 +68,18 @@ impl Outstanding {
     }
 
     /// The round trip of an answer arriving at `now`, if the packet was sent exactly
-    /// once (Karn's rule), and feeds it to the estimator.
+    /// once (Karn's rule), and feeds it to the estimator; for a resent packet, tells the
+    /// estimator how soon after the last copy the answer came (see
+    /// [`RtoEstimator::acknowledged_after_resend`]).
     pub fn acknowledged(&mut self, now: Instant, rto: &mut RtoEstimator) -> Option<Duration> {
         self.deadline = None;
-        match (self.tries, self.sent_at) {
-            (1, Some(at)) => {
-                let rtt = now.saturating_duration_since(at);
-                rto.sample(rtt);
-                Some(rtt)
-            }
-            _ => None,
+        let since = now.saturating_duration_since(self.sent_at?);
+        if self.tries == 1 {
+            rto.sample(since);
+            Some(since)
+        } else {
+            rto.acknowledged_after_resend(since);
+            None
         }
     }
 

@@ -282,6 +282,12 @@ impl Sender {
     pub fn status(&self) -> &Status {
         &self.status
     }
+    /// Whether every DATA was acknowledged (DONE was sent). A sender that then fails
+    /// for want of the ack of DONE has delivered everything; only the confirmation that
+    /// the receiver verified and stored it is missing (PROTOCOL.md §4.4).
+    pub fn data_acknowledged(&self) -> bool {
+        self.out.kind == Kind::Done
+    }
     pub fn stats(&self) -> &Stats {
         &self.stats
     }

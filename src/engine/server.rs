@@ -275,6 +275,12 @@ impl ServerSession {
         }
     }
 
+    /// For a get or list, whether every block was acknowledged (see
+    /// [`Sender::data_acknowledged`]).
+    pub fn data_acknowledged(&self) -> bool {
+        matches!(&self.role, Role::Send(s) if s.data_acknowledged())
+    }
+
     /// Counters of this session.
     pub fn stats(&self) -> Stats {
         let mut s = match &self.role {

@@ -232,8 +232,13 @@ pub fn run_session(
         while let Some(b) = s.poll_transmit(now) {
             match sock.send(b) {
                 Ok(_) => {}
-                // ICMP port unreachable from an earlier send: the retry limit decides.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                // ICMP port unreachable from an earlier send, or a full send buffer
+                // on the non-blocking socket: as good as lost; the retry limit decides.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionRefused | io::ErrorKind::WouldBlock
+                    ) => {}
                 Err(e) => {
                     return Err(ClientError::local(format!("sending to {server}: {e}")));
                 }

@@ -17,7 +17,7 @@ use rand::RngExt;
 
 use super::Waiter;
 use super::fs::{AtomicFile, Refusal, Root, listing};
-use crate::engine::{Config, RtoConfig, ServerSession, Status, reject};
+use crate::engine::{Config, RtoConfig, ServerSession, Status, TransferError, reject};
 use crate::wire::{self, Datagram, ErrorCode, Message, Op, Request, SessionId};
 
 /// How much the server logs on stderr.
@@ -260,6 +260,11 @@ struct State {
 fn log_session(e: &Entry, now: Instant, verbosity: Verbosity) {
     let st = e.s.stats();
     let outcome = match e.s.status() {
+        // The client verified and stored the file unless every ack of DONE was lost;
+        // it only lingers briefly, so say what is known rather than "failed".
+        Status::Failed(err @ TransferError::NoAnswer { .. }) if e.s.data_acknowledged() => {
+            format!("unconfirmed: every block was acknowledged, but not DONE ({err})")
+        }
         Status::Failed(err) => format!("failed: {err}"),
         Status::Running => "unfinished".to_string(),
         _ => "ok".to_string(),

@@ -1,0 +1,226 @@
+//! `udpft-lossy`: a UDP relay that drops, duplicates, reorders, corrupts and delays
+//! datagrams, for watching udpft (or any UDP protocol) cope with a bad network.
+//!
+//! The decisions are made by the library's link model (`udpft::link`), the same one the
+//! simulator uses; this binary only parses settings and prints counters.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use clap::Parser;
+use udpft::link::{Impairments, LinkConfig};
+use udpft::net::relay::{DEFAULT_IDLE, Relay, RelayConfig, parse_duration};
+
+/// Relay UDP datagrams between clients and a server through a lossy link.
+///
+/// Clients send to the --listen address instead of the server's. Every datagram is
+/// dropped, duplicated, held back (reordered), corrupted (1 to 3 bits flipped) and
+/// delayed at random, each with its own probability. Every setting applies to both
+/// directions; its -to-server and -to-client forms override it for one direction.
+/// Durations are written like 2ms, 500us, 1s. On Ctrl-C (or SIGTERM) the relay prints
+/// what it did, per direction, and exits.
+#[derive(Parser, Debug)]
+#[command(name = "udpft-lossy", version, allow_negative_numbers = true)]
+struct Cli {
+    /// The address clients send to (port 0: let the OS choose; the line printed on
+    /// start says which).
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: String,
+    /// The real server's address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    server: String,
+
+    /// Probability of losing a datagram.
+    #[arg(long, value_name = "P")]
+    drop: Option<f64>,
+    #[arg(long, value_name = "P")]
+    drop_to_server: Option<f64>,
+    #[arg(long, value_name = "P")]
+    drop_to_client: Option<f64>,
+
+    /// Probability of delivering a datagram twice.
+    #[arg(long, value_name = "P")]
+    duplicate: Option<f64>,
+    #[arg(long, value_name = "P")]
+    duplicate_to_server: Option<f64>,
+    #[arg(long, value_name = "P")]
+    duplicate_to_client: Option<f64>,
+
+    /// Probability of holding a datagram back by --reorder-by, so later ones overtake it.
+    #[arg(long, value_name = "P")]
+    reorder: Option<f64>,
+    #[arg(long, value_name = "P")]
+    reorder_to_server: Option<f64>,
+    #[arg(long, value_name = "P")]
+    reorder_to_client: Option<f64>,
+
+    /// Probability of flipping 1 to 3 bits of a datagram.
+    #[arg(long, value_name = "P")]
+    corrupt: Option<f64>,
+    #[arg(long, value_name = "P")]
+    corrupt_to_server: Option<f64>,
+    #[arg(long, value_name = "P")]
+    corrupt_to_client: Option<f64>,
+
+    /// One-way latency added to every datagram.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    delay: Option<Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    delay_to_server: Option<Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    delay_to_client: Option<Duration>,
+
+    /// Up to this much extra latency, uniformly at random.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    jitter: Option<Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    jitter_to_server: Option<Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    jitter_to_client: Option<Duration>,
+
+    /// How long a reordered datagram is held back [default: 2ms].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    reorder_by: Option<Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    reorder_by_to_server: Option<Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    reorder_by_to_client: Option<Duration>,
+
+    /// Seeds the random decisions, so a run can be repeated [default: random, printed].
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// Print the counters this often, as well as on exit.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    stats_interval: Option<Duration>,
+    /// Close a client's upstream socket after this long without traffic.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    idle_timeout: Duration,
+}
+
+impl Cli {
+    /// The impairments of one direction: `pick` chooses the per-direction override.
+    fn impairments(&self, to_server: bool) -> Impairments {
+        let p = |both: Option<f64>, ts: Option<f64>, tc: Option<f64>| {
+            if to_server { ts } else { tc }.or(both).unwrap_or(0.0)
+        };
+        let d = |both: Option<Duration>, ts: Option<Duration>, tc: Option<Duration>| {
+            if to_server { ts } else { tc }.or(both)
+        };
+        Impairments {
+            drop: p(self.drop, self.drop_to_server, self.drop_to_client),
+            duplicate: p(
+                self.duplicate,
+                self.duplicate_to_server,
+                self.duplicate_to_client,
+            ),
+            reorder: p(self.reorder, self.reorder_to_server, self.reorder_to_client),
+            corrupt: p(self.corrupt, self.corrupt_to_server, self.corrupt_to_client),
+            delay: d(self.delay, self.delay_to_server, self.delay_to_client).unwrap_or_default(),
+            jitter: d(self.jitter, self.jitter_to_server, self.jitter_to_client)
+                .unwrap_or_default(),
+            reorder_by: d(
+                self.reorder_by,
+                self.reorder_by_to_server,
+                self.reorder_by_to_client,
+            )
+            .unwrap_or(Duration::from_millis(2)),
+        }
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("udpft-lossy: {msg}");
+    ExitCode::from(2)
+}
+
+fn resolve(what: &str, s: &str) -> Result<SocketAddr, String> {
+    s.to_socket_addrs()
+        .map_err(|e| format!("invalid {what} address '{s}': {e}"))?
+        .next()
+        .ok_or_else(|| format!("{what} address '{s}' resolves to nothing"))
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line: clap's first, without its "error: " prefix.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            return fail(format_args!("{first} (see --help)"));
+        }
+    };
+    let link = LinkConfig {
+        to_server: cli.impairments(true),
+        to_client: cli.impairments(false),
+    };
+    let listen = match resolve("listen", &cli.listen) {
+        Ok(a) => a,
+        Err(e) => return fail(e),
+    };
+    let server = match resolve("server", &cli.server) {
+        Ok(a) => a,
+        Err(e) => return fail(e),
+    };
+    let seed = cli.seed.unwrap_or_else(rand::random);
+    let cfg = RelayConfig {
+        idle_timeout: if cli.idle_timeout.is_zero() {
+            DEFAULT_IDLE
+        } else {
+            cli.idle_timeout
+        },
+        ..RelayConfig::new(listen, server, link, seed)
+    };
+    let relay = match Relay::bind(cfg) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let handle = match relay.spawn() {
+        Ok(h) => h,
+        Err(e) => return fail(format_args!("cannot start: {e}")),
+    };
+    let (sig_tx, sig_rx) = mpsc::channel();
+    if let Err(e) = ctrlc::set_handler(move || {
+        let _ = sig_tx.send(());
+    }) {
+        return fail(format_args!("cannot install the signal handler: {e}"));
+    }
+    println!(
+        "udpft-lossy relaying {} -> {server} (seed {seed})",
+        handle.local_addr()
+    );
+    println!("to server: {}", describe(&link.to_server));
+    println!("to client: {}", describe(&link.to_client));
+
+    loop {
+        let r = match cli.stats_interval {
+            Some(every) if !every.is_zero() => sig_rx.recv_timeout(every),
+            _ => sig_rx
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+        };
+        match r {
+            Err(mpsc::RecvTimeoutError::Timeout) => println!("{}", handle.stats()),
+            _ => break,
+        }
+    }
+    let stats = handle.stop();
+    println!("udpft-lossy stopped");
+    println!("{stats}");
+    ExitCode::SUCCESS
+}
+
+fn describe(i: &Impairments) -> String {
+    format!(
+        "drop {}, duplicate {}, reorder {} (by {:?}), corrupt {}, delay {:?} + jitter up to {:?}",
+        i.drop, i.duplicate, i.reorder, i.reorder_by, i.corrupt, i.delay, i.jitter
+    )
+}

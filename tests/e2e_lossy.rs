@@ -1,0 +1,247 @@
+//! The real `udpftd` and `udpft` binaries through the `udpft-lossy` relay (run in this
+//! process through its library API, so its counters can be read) at 10% and 30% loss,
+//! with duplication, reordering and corruption on: every file arrives byte-exact, every
+//! corrupted datagram is detected and counted, resends are reported in the summaries.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use udpft::link::{Impairments, LinkConfig};
+use udpft::net::relay::{Relay, RelayConfig, RelayHandle};
+
+const UDPFTD: &str = env!("CARGO_BIN_EXE_udpftd");
+const UDPFT: &str = env!("CARGO_BIN_EXE_udpft");
+
+/// Both sides: a retransmission timeout of at most 10 ms (loopback round trips are well
+/// under a millisecond), and enough retries to ride out a slow, busy test machine.
+const TIMING: [&str; 4] = ["--timeout", "10ms", "--retries", "300"];
+
+const SIZES: [usize; 4] = [0, 1, 5000, 300_000];
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+    _logdir: TempDir,
+}
+
+impl Server {
+    fn start(root: &Path) -> Server {
+        let logdir = tempfile::tempdir().unwrap();
+        let log = logdir.path().join("udpftd.log");
+        let mut child = Command::new(UDPFTD)
+            .arg("--root")
+            .arg(root)
+            .args(["--listen", "127.0.0.1:0", "--trace"])
+            .args(TIMING)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("udpftd starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "udpftd listening on 127.0.0.1:41234, serving /tmp/x"
+        let addr = line
+            .strip_prefix("udpftd listening on ")
+            .and_then(|r| r.split(", serving ").next())
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .parse()
+            .unwrap();
+        Server {
+            child,
+            addr,
+            log,
+            _logdir: logdir,
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn content(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 24) as u8
+        })
+        .collect()
+}
+
+fn udpft(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(UDPFT)
+        .current_dir(cwd)
+        .arg("--trace")
+        .args(TIMING)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("udpft runs")
+}
+
+fn count(text: &str, needle: &str) -> u64 {
+    text.lines().filter(|l| l.contains(needle)).count() as u64
+}
+
+/// The number before " resends" in a summary line.
+fn resends(line: &str) -> u64 {
+    let (before, _) = line
+        .split_once(" resends")
+        .unwrap_or_else(|| panic!("no resend count in {line:?}"));
+    before
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no resend count in {line:?}"))
+}
+
+/// Polls `f` until it holds or `limit` passes; returns whether it held.
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+fn relay(server: SocketAddr, loss: f64, others: f64, seed: u64) -> RelayHandle {
+    let link = LinkConfig::symmetric(Impairments {
+        drop: loss,
+        duplicate: others,
+        reorder: others,
+        corrupt: others,
+        delay: Duration::from_micros(100),
+        jitter: Duration::from_micros(100),
+        reorder_by: Duration::from_millis(1),
+    });
+    let cfg = RelayConfig::new("127.0.0.1:0".parse().unwrap(), server, link, seed);
+    Relay::bind(cfg).unwrap().spawn().unwrap()
+}
+
+fn transfers_through(loss: f64, others: f64, seed: u64) {
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    let srv = Server::start(root.path());
+    let r = relay(srv.addr, loss, others, seed);
+    let via = r.local_addr().to_string();
+    let mut client_detected = 0;
+    let mut put_resends = 0;
+    for (i, &size) in SIZES.iter().enumerate() {
+        let data = content(size, i as u64 + 1);
+
+        // put: the client sends, the server receives.
+        let name = format!("put{size}.bin");
+        fs::write(cli.path().join(&name), &data).unwrap();
+        let o = udpft(cli.path(), &["put", &via, &name]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success(),
+            "put {size} at {loss}: {:?}\n{err}",
+            o.status
+        );
+        assert_eq!(
+            fs::read(root.path().join(&name)).unwrap(),
+            data,
+            "put {size} at {loss}"
+        );
+        let summary = err.lines().last().unwrap_or_default();
+        assert!(summary.starts_with("put "), "{summary}");
+        put_resends += resends(summary);
+
+        // get: the server sends, the client receives.
+        let name = format!("get{size}.bin");
+        fs::write(root.path().join(&name), &data).unwrap();
+        let before = r.stats().to_client.corrupted;
+        let o = udpft(cli.path(), &["get", &via, &name, "copy.bin"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success(),
+            "get {size} at {loss}: {:?}\n{err}",
+            o.status
+        );
+        assert_eq!(
+            fs::read(cli.path().join("copy.bin")).unwrap(),
+            data,
+            "get {size} at {loss}"
+        );
+        let summary = err.lines().last().unwrap_or_default();
+        assert!(summary.starts_with("get "), "{summary}");
+        assert!(summary.contains(" resends"), "{summary}");
+        // Every bad checksum the client reports is a datagram the relay corrupted
+        // (some corrupted copies may arrive after the client has finished).
+        let detected = count(&err, "datagram with a bad checksum dropped");
+        let corrupted = r.stats().to_client.corrupted - before;
+        assert!(
+            detected <= corrupted,
+            "get {size}: {detected} detected, {corrupted} corrupted"
+        );
+        client_detected += detected;
+    }
+    assert!(put_resends > 0, "the client resent nothing at {loss} loss");
+    assert!(
+        client_detected > 0,
+        "no corrupted datagram reached a client: {:?}",
+        r.stats()
+    );
+
+    // The server stays up, so each corrupted datagram towards it arrives there and is
+    // dropped unread, with a trace line.
+    let corrupted = r.stats().to_server.corrupted;
+    assert!(corrupted > 0, "{:?}", r.stats());
+    let ok = eventually(Duration::from_secs(5), || {
+        count(&srv.log(), "dropped: bad checksum") == r.stats().to_server.corrupted
+    });
+    assert!(
+        ok,
+        "server detected {} bad checksums, relay corrupted {}",
+        count(&srv.log(), "dropped: bad checksum"),
+        r.stats().to_server.corrupted
+    );
+    // The server reports the resends of the gets it served in its per-session lines.
+    let ok = eventually(Duration::from_secs(5), || {
+        let log = srv.log();
+        let gets: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(" get 'get") && l.ends_with(": ok"))
+            .collect();
+        gets.len() == SIZES.len() && gets.iter().map(|l| resends(l)).sum::<u64>() > 0
+    });
+    assert!(ok, "server log:\n{}", srv.log());
+    let stats = r.stop();
+    assert!(stats.to_server.dropped > 0 && stats.to_client.dropped > 0);
+    assert!(stats.to_server.duplicated + stats.to_client.duplicated > 0);
+    assert!(stats.to_server.reordered + stats.to_client.reordered > 0);
+}
+
+#[test]
+fn ten_percent_loss() {
+    transfers_through(0.10, 0.05, 10);
+}
+
+#[test]
+fn thirty_percent_loss() {
+    transfers_through(0.30, 0.10, 30);
+}
