@@ -74,3 +74,13 @@ fn lossy_link() {
     has(&out, "resends after a timeout");
     has(&out, "identical to the 20000 sent: true");
 }
+
+#[test]
+fn demo() {
+    let out = example("demo");
+    has(&out, "server: listening on 127.0.0.1:");
+    has(&out, "client: put ");
+    has(&out, "client: get ");
+    has(&out, "hello.bin");
+    has(&out, "identical: yes");
+}

@@ -19,13 +19,18 @@ fn arb_op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Sequence numbers, with the edges (where `+ 1` overflows) well represented.
+fn arb_seq() -> impl Strategy<Value = u64> {
+    prop_oneof![any::<u64>(), 0u64..4, (u64::MAX - 3)..=u64::MAX]
+}
+
 /// Any valid datagram, encoded.
 fn arb_datagram() -> impl Strategy<Value = Vec<u8>> {
     let name = "[a-z/._-]{0,40}";
     let payload = proptest::collection::vec(any::<u8>(), 1..600);
     (
-        any::<u64>(),
-        any::<u64>(),
+        1..=u64::MAX,
+        arb_seq(),
         0u8..6,
         arb_op(),
         name,

@@ -178,6 +178,11 @@ impl TransferError {
     pub fn wire_code(&self) -> ErrorCode {
         match self {
             TransferError::Integrity { .. } => ErrorCode::Integrity,
+            // Losing the race to a file that appeared meanwhile (a put without overwrite).
+            TransferError::Io {
+                kind: io::ErrorKind::AlreadyExists,
+                ..
+            } => ErrorCode::AlreadyExists,
             TransferError::Io { .. } => ErrorCode::Io,
             TransferError::Protocol { .. } => ErrorCode::BadRequest,
             _ => ErrorCode::Aborted,

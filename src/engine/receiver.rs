@@ -37,9 +37,9 @@ pub struct Receiver {
     crc: crc32fast::Hasher,
     phase: Phase,
     last_heard: Instant,
-    /// The ack most recently sent, when, and whether it was sent more than once: a
-    /// round-trip sample is the time from a first ack to the next block.
-    last_ack: Option<(Seq, Instant, bool)>,
+    /// The ack of the newest in-order packet and when it went out, while it has been
+    /// sent only once: a round-trip sample is the time from it to the next block.
+    newest_ack: Option<(Seq, Instant)>,
     rto: RtoEstimator,
     /// The encoded reply waiting to go out (an ack, the ACCEPT, or an ERROR).
     reply: Vec<u8>,
@@ -77,7 +77,7 @@ impl Receiver {
             crc: crc32fast::Hasher::new(),
             phase: Phase::Receiving,
             last_heard: now,
-            last_ack: None,
+            newest_ack: None,
             rto,
             reply: vec![0; wire::OVERHEAD + 2 + wire::MAX_MESSAGE_LEN],
             reply_len: None,
@@ -85,7 +85,7 @@ impl Receiver {
             stats: Stats::default(),
             events: VecDeque::new(),
         };
-        r.queue_ack(0, now);
+        r.queue_ack(0, now, true);
         r
     }
 
@@ -95,7 +95,9 @@ impl Receiver {
         }
     }
 
-    fn queue_ack(&mut self, seq: Seq, now: Instant) {
+    /// Queues the acknowledgement of `seq`; `fresh` if it acknowledges a packet just
+    /// received in order for the first time.
+    fn queue_ack(&mut self, seq: Seq, now: Instant, fresh: bool) {
         let message = match (seq, self.opening) {
             (0, Some(accept)) => Message::Accept(accept),
             _ => Message::Ack,
@@ -106,8 +108,12 @@ impl Receiver {
             message,
         };
         self.reply_len = d.emit(&mut self.reply).ok();
-        let again = matches!(self.last_ack, Some((s, _, _)) if s == seq);
-        self.last_ack = Some((seq, now, again));
+        if fresh {
+            self.newest_ack = Some((seq, now));
+        } else if matches!(self.newest_ack, Some((s, _)) if s == seq) {
+            // Sent again: by Karn's rule the next block's arrival is no sample.
+            self.newest_ack = None;
+        }
     }
 
     fn fail(&mut self, e: TransferError, tell_peer: bool) {
@@ -139,8 +145,8 @@ impl Receiver {
                 if let Err(e) = self.sink.write_all(payload) {
                     return self.fail(TransferError::io("writing the received file", &e), true);
                 }
-                if let Some((s, at, false)) = self.last_ack
-                    && s + 1 == seq
+                if let Some((s, at)) = self.newest_ack
+                    && s == seq - 1
                 {
                     self.rto.sample(now.saturating_duration_since(at));
                 }
@@ -153,7 +159,7 @@ impl Receiver {
                     seq,
                     len: payload.len(),
                 });
-                self.queue_ack(seq, now);
+                self.queue_ack(seq, now, true);
             }
             Message::Data(_) if seq < self.expected => self.duplicate(Kind::Data, seq, now),
             Message::Done { length, crc } if receiving && seq == self.expected => {
@@ -174,13 +180,13 @@ impl Receiver {
                 }
                 self.trace(Event::Verified { length, crc });
                 self.expected += 1;
-                self.queue_ack(seq, now);
+                self.queue_ack(seq, now, true);
                 self.status = Status::Complete;
                 self.phase = Phase::Lingering {
                     until: now + self.linger_time(),
                 };
             }
-            Message::Done { .. } if seq + 1 == self.expected && !receiving => {
+            Message::Done { .. } if !receiving && seq == self.expected - 1 => {
                 self.phase = Phase::Lingering {
                     until: now + self.linger_time(),
                 };
@@ -198,6 +204,12 @@ impl Receiver {
                     seq,
                 });
             }
+            // The data is verified and stored: a sender that gave up on the ack of DONE
+            // changes nothing of that, it only ends the linger.
+            Message::Error { .. } if !receiving => {
+                self.phase = Phase::Over;
+                self.status = Status::Closed;
+            }
             Message::Error { code, message } => {
                 let message = message.to_string();
                 self.fail(TransferError::Remote { code, message }, false);
@@ -211,7 +223,7 @@ impl Receiver {
     fn duplicate(&mut self, kind: Kind, seq: Seq, now: Instant) {
         self.stats.duplicates += 1;
         self.trace(Event::Duplicate { kind, seq });
-        self.queue_ack(seq, now);
+        self.queue_ack(seq, now, false);
     }
 
     fn unexpected(&mut self, what: &'static str) {
@@ -285,5 +297,95 @@ impl Receiver {
     }
     pub fn session(&self) -> SessionId {
         self.session
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::NullSink;
+
+    fn encode(d: Datagram) -> Vec<u8> {
+        let mut b = vec![0; d.wire_len()];
+        d.emit(&mut b).unwrap();
+        b
+    }
+
+    fn receiver(now: Instant) -> Receiver {
+        let cfg = Config::default();
+        let peer = "127.0.0.1:9".parse().unwrap();
+        Receiver::new(
+            7,
+            peer,
+            Box::new(NullSink::default()),
+            cfg,
+            RtoEstimator::new(cfg.rto),
+            None,
+            now,
+        )
+    }
+
+    fn feed(r: &mut Receiver, now: Instant, seq: Seq, message: Message) {
+        let b = encode(Datagram {
+            session: 7,
+            seq,
+            message,
+        });
+        r.handle(now, &Datagram::parse(&b).unwrap());
+    }
+
+    /// Found in review: `seq + 1` on a DONE numbered u64::MAX overflowed (a panic in
+    /// debug builds, reachable by any peer that knows the session id).
+    #[test]
+    fn extreme_sequence_numbers_are_dropped_not_a_panic() {
+        let now = Instant::now();
+        let mut r = receiver(now);
+        for seq in [u64::MAX, u64::MAX - 1] {
+            feed(&mut r, now, seq, Message::Done { length: 0, crc: 0 });
+            feed(&mut r, now, seq, Message::Data(b"x"));
+        }
+        feed(&mut r, now, 1, Message::Done { length: 0, crc: 0 });
+        assert_eq!(*r.status(), Status::Complete);
+        feed(&mut r, now, u64::MAX, Message::Done { length: 0, crc: 0 });
+        assert_eq!(r.stats().dropped, 5);
+    }
+
+    /// Found in review: an ERROR while lingering after a verified, committed DONE (the
+    /// sender gave up on our lost acks) turned a stored file into a reported failure.
+    #[test]
+    fn an_error_while_lingering_does_not_undo_a_success() {
+        let now = Instant::now();
+        let mut r = receiver(now);
+        feed(&mut r, now, 1, Message::Data(b"abc"));
+        let crc = crate::wire::crc32(b"abc");
+        feed(&mut r, now, 2, Message::Done { length: 3, crc });
+        assert_eq!(*r.status(), Status::Complete);
+        feed(
+            &mut r,
+            now,
+            2,
+            Message::Error {
+                code: crate::wire::ErrorCode::Aborted,
+                message: "gave up",
+            },
+        );
+        assert_eq!(*r.status(), Status::Closed);
+    }
+
+    /// Karn's rule on the receiver's side: no sample from an ack that was sent more
+    /// than once, however the duplicates interleave.
+    #[test]
+    fn no_round_trip_sample_from_an_ack_sent_twice() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut r = receiver(t0);
+        feed(&mut r, ms(1), 1, Message::Data(b"a"));
+        feed(&mut r, ms(2), 2, Message::Data(b"b"));
+        feed(&mut r, ms(3), 2, Message::Data(b"b"));
+        feed(&mut r, ms(4), 1, Message::Data(b"a"));
+        feed(&mut r, ms(5), 2, Message::Data(b"b"));
+        let before = r.rto().srtt();
+        feed(&mut r, ms(505), 3, Message::Data(b"c"));
+        assert_eq!(r.rto().srtt(), before);
     }
 }

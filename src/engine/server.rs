@@ -193,15 +193,21 @@ impl ServerSession {
             }
             return;
         }
-        self.received_bytes += wire_len as u64;
         match d.message {
             Message::Request(_) if d.session == self.nonce => {}
+            // Only the ACCEPT, sent to the client's address, told it our id: using it
+            // proves the client receives there (PROTOCOL.md §5.5).
+            Message::Request(_) => {
+                self.foreign += 1;
+                return;
+            }
             _ if d.session == self.id => self.validated = true,
             _ => {
                 self.foreign += 1;
                 return;
             }
         }
+        self.received_bytes += wire_len as u64;
         match &mut self.role {
             Role::Send(s) => s.handle(now, d),
             Role::Receive(r) => r.handle(now, d),
@@ -359,4 +365,54 @@ pub fn reject(
         },
     };
     d.emit(buf).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Request;
+
+    fn request(session: SessionId) -> Vec<u8> {
+        let d = Datagram {
+            session,
+            seq: 0,
+            message: Message::Request(Request {
+                op: Op::Get,
+                block_size: 512,
+                size: 0,
+                name: "f",
+            }),
+        };
+        let mut b = vec![0; d.wire_len()];
+        d.emit(&mut b).unwrap();
+        b
+    }
+
+    #[test]
+    fn only_a_non_request_carrying_the_id_from_the_peer_validates() {
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let now = Instant::now();
+        let src = Box::new(std::io::Cursor::new(vec![1u8; 10]));
+        let mut s = ServerSession::send(77, peer, 5, 256, Op::Get, 10, src, Config::default());
+        let ack0 = {
+            let d = Datagram {
+                session: 77,
+                seq: 0,
+                message: Message::Ack,
+            };
+            let mut b = vec![0; d.wire_len()];
+            d.emit(&mut b).unwrap();
+            b
+        };
+        // A REQUEST that carries the id instead of the nonce: not proof of anything.
+        let r = request(77);
+        s.handle(now, peer, &Datagram::parse(&r).unwrap(), r.len());
+        assert!(!s.validated());
+        // The right id from another address: not proof either.
+        let other: SocketAddr = "127.0.0.1:5001".parse().unwrap();
+        s.handle(now, other, &Datagram::parse(&ack0).unwrap(), ack0.len());
+        assert!(!s.validated());
+        s.handle(now, peer, &Datagram::parse(&ack0).unwrap(), ack0.len());
+        assert!(s.validated());
+    }
 }

@@ -239,6 +239,8 @@ pub fn run_session(
                         e.kind(),
                         io::ErrorKind::ConnectionRefused | io::ErrorKind::WouldBlock
                     ) => {}
+                // While lingering the transfer is already a success.
+                Err(_) if done_at.is_some() => {}
                 Err(e) => {
                     return Err(ClientError::local(format!("sending to {server}: {e}")));
                 }
@@ -266,11 +268,16 @@ pub fn run_session(
             }
             Status::Closed | Status::Failed(_) => break,
         }
+        let complete = done_at.is_some();
         if opts
             .interrupt
             .as_ref()
             .is_some_and(|f| f.load(Ordering::Relaxed))
         {
+            // Already verified and stored: Ctrl-C only cuts the linger short.
+            if complete {
+                break;
+            }
             s.abort("interrupted by the user");
             let now = Instant::now();
             while let Some(b) = s.poll_transmit(now) {
@@ -287,9 +294,18 @@ pub fn run_session(
         let deadline = s.poll_timeout().map_or(now + poll, |t| t.min(now + poll));
         match waiter.recv_until(&sock, &mut buf, deadline) {
             Ok(Some((n, _))) => s.handle_datagram(Instant::now(), &buf[..n]),
-            Ok(None) => s.handle_timeout(Instant::now()),
+            Ok(None) => {}
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            // While lingering the transfer is already a success.
+            Err(_) if complete => break,
             Err(e) => return Err(ClientError::local(format!("receiving from {server}: {e}"))),
+        }
+        // Timers are checked after every wait, not only a silent one: a stream of
+        // datagrams (junk, or a broken server) must not hold back resends or the
+        // retry limit.
+        let now = Instant::now();
+        if s.poll_timeout().is_some_and(|t| t <= now) {
+            s.handle_timeout(now);
         }
     }
     if let Some(b) = &bar {

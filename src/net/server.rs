@@ -76,8 +76,10 @@ impl Default for ServerOptions {
     }
 }
 
-/// How long the server stays up after answering an exit, once nothing else runs, to
-/// re-answer a resent exit REQUEST whose ACCEPT was lost.
+/// After an exit was answered or a stop signal came, once no transfer runs any more,
+/// how long the server stays up for sessions that only linger: to re-answer a resent
+/// exit REQUEST whose ACCEPT was lost, or to re-acknowledge a resent DONE of an upload
+/// it has stored.
 pub const EXIT_LINGER: Duration = Duration::from_secs(1);
 
 /// Sessions that completed but linger (to re-acknowledge a resent DONE) do not count
@@ -173,6 +175,7 @@ impl Server {
             mode: Mode::Accepting,
             stats: ServerStats::default(),
         };
+        let mut idle_since: Option<Instant> = None;
         loop {
             let now = Instant::now();
             if stop.load(Ordering::Relaxed) && !matches!(st.mode, Mode::Stopping(_)) {
@@ -187,10 +190,18 @@ impl Server {
                 st.mode = Mode::Stopping(now + st.opts.grace);
             }
             st.expire(now);
+            // Once nothing runs, sessions that only linger (an answered exit, a stored
+            // upload waiting to re-acknowledge a resent DONE) get EXIT_LINGER more.
+            let lingered_enough = if st.running() == 0 {
+                st.sessions.is_empty() || now >= *idle_since.get_or_insert(now) + EXIT_LINGER
+            } else {
+                idle_since = None;
+                false
+            };
             match st.mode {
                 Mode::Accepting => {}
-                Mode::Exiting(at) => {
-                    if st.running() == 0 && (st.sessions.is_empty() || now >= at + EXIT_LINGER) {
+                Mode::Exiting(_) => {
+                    if lingered_enough {
                         st.log(
                             Verbosity::Normal,
                             format_args!("exiting as asked by a client"),
@@ -199,7 +210,7 @@ impl Server {
                     }
                 }
                 Mode::Stopping(until) => {
-                    if st.running() == 0 {
+                    if lingered_enough {
                         break;
                     }
                     if now >= until {
@@ -393,7 +404,9 @@ impl State {
                 return;
             }
         };
-        if let Some(e) = self.sessions.get_mut(&d.session) {
+        // PROTOCOL.md §6.2: a REQUEST is routed by (address, nonce), anything else by id.
+        let is_request = matches!(d.message, Message::Request(_));
+        if !is_request && let Some(e) = self.sessions.get_mut(&d.session) {
             e.s.handle(now, from, &d, bytes.len());
             return self.drive(d.session, now);
         }
