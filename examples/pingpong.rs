@@ -121,7 +121,8 @@ fn parse_args() -> Result<Opts, String> {
                 o.loss_timeout = Duration::from_millis(num(val("--loss-timeout-ms")?, "ms")?.max(1))
             }
             "--probe-timeout-us" => {
-                o.probe_timeout_us = Some(num(val("--probe-timeout-us")?, "--probe-timeout-us")?.max(1))
+                o.probe_timeout_us =
+                    Some(num(val("--probe-timeout-us")?, "--probe-timeout-us")?.max(1))
             }
             "--idle-ms" => o.idle = Duration::from_millis(num(val("--idle-ms")?, "ms")?.max(1)),
             "-h" | "--help" => {
@@ -141,7 +142,13 @@ fn parse_args() -> Result<Opts, String> {
 }
 
 /// Receives one datagram into `buf`, waiting at most `limit`. `None` on timeout.
-fn recv(sock: &UdpSocket, buf: &mut [u8], mode: Mode, spin: Duration, limit: Duration) -> Option<(usize, SocketAddr)> {
+fn recv(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    mode: Mode,
+    spin: Duration,
+    limit: Duration,
+) -> Option<(usize, SocketAddr)> {
     if mode == Mode::Spin {
         let start = Instant::now();
         loop {
@@ -159,7 +166,8 @@ fn recv(sock: &UdpSocket, buf: &mut [u8], mode: Mode, spin: Duration, limit: Dur
         }
         // Spun long enough: sleep in the kernel like the blocking mode.
         sock.set_nonblocking(false).expect("set_nonblocking");
-        sock.set_read_timeout(Some(limit)).expect("set_read_timeout");
+        sock.set_read_timeout(Some(limit))
+            .expect("set_read_timeout");
         let r = recv_blocking(sock, buf);
         sock.set_nonblocking(true).expect("set_nonblocking");
         r
@@ -172,7 +180,9 @@ fn recv_blocking(sock: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr)
     loop {
         match sock.recv_from(buf) {
             Ok(r) => return Some(r),
-            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => return None,
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                return None;
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => panic!("recv: {e}"),
         }
@@ -180,7 +190,8 @@ fn recv_blocking(sock: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr)
 }
 
 fn prepare(sock: &UdpSocket, mode: Mode, limit: Duration) {
-    sock.set_read_timeout(Some(limit)).expect("set_read_timeout");
+    sock.set_read_timeout(Some(limit))
+        .expect("set_read_timeout");
     if mode == Mode::Spin {
         sock.set_nonblocking(true).expect("set_nonblocking");
     }
@@ -307,7 +318,8 @@ fn report(o: &Opts, s: &mut Stats) {
 /// waits when nothing arrives: the kernel rounds that timeout to scheduler ticks.
 fn probe_timeout(us: u64, count: u64) {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    sock.set_read_timeout(Some(Duration::from_micros(us))).expect("set_read_timeout");
+    sock.set_read_timeout(Some(Duration::from_micros(us)))
+        .expect("set_read_timeout");
     let mut buf = [0u8; 64];
     let mut waits: Vec<f64> = (0..count.clamp(1, 1000))
         .map(|_| {

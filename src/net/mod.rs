@@ -44,9 +44,10 @@ const MIN_SPIN: Duration = Duration::from_micros(4);
 /// (ppoll, high-resolution timers) wakes within tens of microseconds of the deadline.
 ///
 /// The budget adapts: a blocking wait that ended with a datagram soon after the spin
-/// gave up doubles it (a longer spin would have caught it); a wait that ran into its
-/// deadline, or a peer slower than [`MAX_SPIN`], halves it, down to none. An idle
-/// server therefore blocks and burns no CPU, and a slow link costs no spinning.
+/// gave up doubles it (a longer spin would have caught it); a datagram that came later
+/// than [`MAX_SPIN`] (a slow peer or link) halves it, down to none, so a slow link costs
+/// no spinning. A wait that runs into its deadline leaves it alone; an idle server
+/// wakes a few times a second and spins at most [`MAX_SPIN`] each time.
 ///
 /// The waiter puts the socket in non-blocking mode; a send on it that would block is
 /// then reported as `WouldBlock`, which the drivers treat as a lost datagram.
@@ -121,7 +122,9 @@ impl Waiter {
         loop {
             let now = Instant::now();
             if now >= deadline {
-                self.shrink();
+                // A timer ran out (a loss, or an idle server's periodic wake-up): that
+                // says nothing about how fast answers come, so the budget stays. Halving
+                // it here made the round trips after each loss pay a blocked wake-up.
                 return Ok(None);
             }
             let wait =
