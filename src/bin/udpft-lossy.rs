@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use udpft::link::{Impairments, LinkConfig};
-use udpft::net::relay::{DEFAULT_IDLE, Relay, RelayConfig, parse_duration};
+use udpft::net::parse_duration;
+use udpft::net::relay::{DEFAULT_IDLE, Relay, RelayConfig};
 
 /// Relay UDP datagrams between clients and a server through a lossy link.
 ///

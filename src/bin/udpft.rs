@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use udpft::net::client::{self, ClientError, ClientOptions, exit_code};
-use udpft::net::{addr, parse_duration, shell};
+use udpft::net::{addr, parse_timeout, shell};
 use udpft::wire;
 
 /// Move files to and from a udpftd server over UDP.
@@ -24,7 +24,7 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(wire::MIN_BLOCK_SIZE as i64..=wire::MAX_BLOCK_SIZE as i64))]
     block_size: u32,
     /// Ceiling of the retransmission timeout (e.g. 500ms, 2s, or plain seconds).
-    #[arg(long, global = true, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, global = true, default_value = "1s", value_parser = parse_timeout)]
     timeout: Duration,
     /// Resends of one packet before the server is declared silent.
     #[arg(long, global = true, default_value_t = 12)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use udpft::net::server::{Server, ServerOptions, Verbosity};
-use udpft::net::{addr, parse_duration};
+use udpft::net::{addr, parse_timeout};
 use udpft::wire;
 
 /// Serve files over UDP with stop-and-wait acknowledgements.
@@ -41,16 +41,16 @@ struct Args {
           value_parser = clap::value_parser!(u32).range(wire::MIN_BLOCK_SIZE as i64..=wire::MAX_BLOCK_SIZE as i64))]
     max_block_size: u32,
     /// Ceiling of the retransmission timeout (e.g. 500ms, 2s, or plain seconds).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = parse_timeout)]
     timeout: Duration,
     /// Resends of one packet before a client is declared gone.
     #[arg(long, default_value_t = 16)]
     retries: u32,
     /// An upload whose client says nothing for this long fails and is discarded.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
     idle: Duration,
     /// On SIGINT/SIGTERM, how long transfers in flight may still run.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = parse_timeout)]
     grace: Duration,
     /// No log lines (only errors of the server itself).
     #[arg(short, long, conflicts_with = "verbose")]

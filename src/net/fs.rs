@@ -103,7 +103,8 @@ fn outside(name: &str) -> Refusal {
     )
 }
 
-fn io_refusal(name: &str, e: &io::Error) -> Refusal {
+/// The refusal for an OS error met while serving `name`.
+pub(crate) fn io_refusal(name: &str, e: &io::Error) -> Refusal {
     match e.kind() {
         io::ErrorKind::NotFound => {
             Refusal::new(ErrorCode::NotFound, format!("server has no file '{name}'"))

@@ -172,7 +172,8 @@ fn try_recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Option<(usize, Socke
     }
 }
 
-/// Parses a duration: `500ms`, `2s`, `1.5s`, `250us`, `1m`, or plain seconds (`2`, `0.5`).
+/// Parses a duration: `500ms`, `2s`, `1.5s`, `250us`, `1m`, plain seconds (`2`, `0.5`),
+/// or `0`; at most a day. The messages name the text that was refused.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
@@ -186,15 +187,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" | "sec" | "secs" => n,
         "ms" => n / 1e3,
         "us" | "µs" => n / 1e6,
+        "ns" => n / 1e9,
         "m" | "min" => n * 60.0,
         u => return Err(format!("unknown unit '{u}' in '{s}' (use us, ms, s or m)")),
     };
-    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
-        return Err(format!(
-            "'{s}' is out of range (must be > 0 and at most a day)"
-        ));
+    if !secs.is_finite() || secs > 86_400.0 {
+        return Err(format!("'{s}' is out of range (at most a day)"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// A duration that must not be zero (timeouts, grace times), parsed as [`parse_duration`].
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("'{}' is zero; a timeout must be longer", s.trim())),
+        d => Ok(d),
+    }
 }
 
 /// A byte count for people: `1.5 MiB`.
@@ -224,7 +232,9 @@ mod tests {
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("0.25"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("0").is_err());
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_timeout("0").unwrap_err().contains("zero"));
+        assert_eq!(parse_timeout("250us"), Ok(Duration::from_micros(250)));
         assert!(parse_duration("abc").is_err());
         assert!(parse_duration("3 parsecs").is_err());
     }

@@ -104,29 +104,6 @@ impl fmt::Display for RelayStats {
     }
 }
 
-/// Parses a duration such as `2ms`, `500us`, `1.5s`, `1m` or `0`.
-///
-/// Units: `ns`, `us` (or `µs`), `ms`, `s`, `m`. A bare number is allowed only for 0.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || format!("invalid duration '{s}' (expected e.g. 2ms, 500us, 1s)");
-    let value: f64 = num.parse().map_err(|_| bad())?;
-    let scale = match unit.trim() {
-        "" if value == 0.0 => 0.0,
-        "ns" => 1e-9,
-        "us" | "µs" => 1e-6,
-        "ms" => 1e-3,
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        _ => return Err(bad()),
-    };
-    Duration::try_from_secs_f64(value * scale).map_err(|_| bad())
-}
-
 /// One message from a socket thread (or the owner) to the scheduler.
 enum Msg {
     /// A datagram arrived: `client` is whose it is (the sender itself on the listen
@@ -547,22 +524,6 @@ fn same_ip(a: IpAddr, b: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("2ms"), Ok(Duration::from_millis(2)));
-        assert_eq!(parse_duration("500us"), Ok(Duration::from_micros(500)));
-        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("fast").is_err());
-        assert!(
-            parse_duration("2 parsecs")
-                .unwrap_err()
-                .contains("2 parsecs")
-        );
-    }
 
     #[test]
     fn mapped_addresses_are_the_same_host() {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::Waiter;
-use super::fs::{AtomicFile, Refusal, Root, listing};
+use super::fs::{AtomicFile, Refusal, Root, io_refusal, listing};
 use crate::engine::{Config, RtoConfig, ServerSession, Status, TransferError, reject};
 use crate::wire::{self, Datagram, ErrorCode, Message, Op, Request, SessionId};
 
@@ -554,16 +554,7 @@ impl State {
     /// Decides whether to accept `req`, and opens what it needs.
     fn plan(&mut self, req: &Request) -> Result<Plan, Refusal> {
         let name = req.name;
-        let io_err = |e: io::Error| match e.kind() {
-            io::ErrorKind::NotFound => {
-                Refusal::new(ErrorCode::NotFound, format!("server has no file '{name}'"))
-            }
-            io::ErrorKind::PermissionDenied => Refusal::new(
-                ErrorCode::AccessDenied,
-                format!("access denied: '{name}': {e}"),
-            ),
-            _ => Refusal::new(ErrorCode::Io, format!("'{name}': {e}")),
-        };
+        let io_err = |e: io::Error| io_refusal(name, &e);
         match req.op {
             Op::Get => {
                 let path = self.root.existing(name)?;
