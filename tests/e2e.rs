@@ -156,6 +156,28 @@ fn temp_files(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Starts `udpft put` of `cli/big` to `server` with small blocks, and returns once its
+/// temporary file has appeared in the served `root` (the upload is under way).
+fn start_upload(cli: &Path, server: &str, root: &Path) -> std::process::Child {
+    let child = Command::new(UDPFT)
+        .current_dir(cli)
+        .args(["--block-size", "512", "put", server, "big"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while temp_files(root).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "upload never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
 #[test]
 fn every_operation_works() {
     let root = tempfile::tempdir().unwrap();
@@ -530,23 +552,7 @@ fn killed_upload_leaves_no_file() {
         root.path(),
         &["--idle", "1s", "--timeout", "200ms", "--max-sessions", "1"],
     );
-    let mut child = Command::new(UDPFT)
-        .current_dir(cli.path())
-        .args(["-q", "--block-size", "512", "put", &srv.addr, "big"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until the upload is under way (its temporary file exists).
-    let t = Instant::now();
-    while temp_files(root.path()).is_empty() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "upload never started"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut child = start_upload(cli.path(), &srv.addr, root.path());
     std::thread::sleep(Duration::from_millis(300));
     // With --max-sessions 1, another client is told the server is busy.
     let o = udpft(cli.path(), &["list", &srv.addr]);
@@ -746,22 +752,7 @@ fn sigterm_aborts_transfers_after_the_grace_time() {
         }
     }
     let mut srv = Server::start(root.path(), &["--grace", "300ms"]);
-    let child = Command::new(UDPFT)
-        .current_dir(cli.path())
-        .args(["--block-size", "512", "put", &srv.addr, "big"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while temp_files(root.path()).is_empty() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "upload never started"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let child = start_upload(cli.path(), &srv.addr, root.path());
     let st = Command::new("kill")
         .args(["-TERM", &srv.child.id().to_string()])
         .status()
@@ -853,22 +844,7 @@ fn ctrl_c_abandons_an_upload_and_tells_the_server() {
     }
     // A long idle timeout: the temporary file must go because the client said so.
     let srv = Server::start(root.path(), &["--idle", "60s"]);
-    let child = Command::new(UDPFT)
-        .current_dir(cli.path())
-        .args(["--block-size", "512", "put", &srv.addr, "big"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while temp_files(root.path()).is_empty() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "upload never started"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let child = start_upload(cli.path(), &srv.addr, root.path());
     let st = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
