@@ -1,93 +1,16 @@
 //! End-to-end tests: the real `udpftd` and `udpft` binaries over loopback sockets.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
 use udpft::wire::{Datagram, Message, Op, Request};
 
-const UDPFTD: &str = env!("CARGO_BIN_EXE_udpftd");
-const UDPFT: &str = env!("CARGO_BIN_EXE_udpft");
-
-/// A running `udpftd`, killed on drop. Its stderr goes to a log file.
-struct Server {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-    _logdir: TempDir,
-}
-
-impl Server {
-    fn start(root: &Path, args: &[&str]) -> Server {
-        Self::start_on("127.0.0.1:0", root, args)
-    }
-
-    fn start_on(listen: &str, root: &Path, args: &[&str]) -> Server {
-        let logdir = tempfile::tempdir().unwrap();
-        let log = logdir.path().join("udpftd.log");
-        let mut child = Command::new(UDPFTD)
-            .arg("--root")
-            .arg(root)
-            .args(["--listen", listen])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("udpftd starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        // "udpftd listening on 127.0.0.1:41234, serving /tmp/x"
-        let addr = line
-            .strip_prefix("udpftd listening on ")
-            .and_then(|r| r.split(", serving ").next())
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_string();
-        assert!(
-            line.contains(&root.canonicalize().unwrap().display().to_string()),
-            "{line}"
-        );
-        Server {
-            child,
-            addr,
-            log,
-            _logdir: logdir,
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits up to `limit` for the process to exit.
-    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let t = Instant::now();
-        while t.elapsed() < limit {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::{Server, UDPFT, content};
 
 /// Runs `udpft` with `args` in `cwd`.
 fn udpft(cwd: &Path, args: &[&str]) -> Output {
@@ -134,19 +57,6 @@ fn assert_fails(o: &Output, code: i32, message: &str) {
     );
 }
 
-/// Deterministic pseudo-random content.
-fn content(len: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 24) as u8
-        })
-        .collect()
-}
-
 /// Names of our temporary files in `dir`.
 fn temp_files(dir: &Path) -> Vec<String> {
     fs::read_dir(dir)
@@ -158,7 +68,7 @@ fn temp_files(dir: &Path) -> Vec<String> {
 
 /// Starts `udpft put` of `cli/big` to `server` with small blocks, and returns once its
 /// temporary file has appeared in the served `root` (the upload is under way).
-fn start_upload(cli: &Path, server: &str, root: &Path) -> std::process::Child {
+fn start_upload(cli: &Path, server: &str, root: &Path) -> Child {
     let child = Command::new(UDPFT)
         .current_dir(cli)
         .args(["--block-size", "512", "put", server, "big"])

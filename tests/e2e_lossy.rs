@@ -4,89 +4,23 @@
 //! corrupted datagram is detected and counted, resends are reported in the summaries.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
 use udpft::link::{Impairments, LinkConfig};
 use udpft::net::relay::{Relay, RelayConfig, RelayHandle};
 
-const UDPFTD: &str = env!("CARGO_BIN_EXE_udpftd");
-const UDPFT: &str = env!("CARGO_BIN_EXE_udpft");
+mod common;
+use common::{Server, UDPFT, content};
 
 /// Both sides: a retransmission timeout of at most 10 ms (loopback round trips are well
 /// under a millisecond), and enough retries to ride out a slow, busy test machine.
 const TIMING: [&str; 4] = ["--timeout", "10ms", "--retries", "300"];
 
 const SIZES: [usize; 4] = [0, 1, 5000, 300_000];
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-    _logdir: TempDir,
-}
-
-impl Server {
-    fn start(root: &Path) -> Server {
-        let logdir = tempfile::tempdir().unwrap();
-        let log = logdir.path().join("udpftd.log");
-        let mut child = Command::new(UDPFTD)
-            .arg("--root")
-            .arg(root)
-            .args(["--listen", "127.0.0.1:0", "--trace"])
-            .args(TIMING)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("udpftd starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        // "udpftd listening on 127.0.0.1:41234, serving /tmp/x"
-        let addr = line
-            .strip_prefix("udpftd listening on ")
-            .and_then(|r| r.split(", serving ").next())
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .parse()
-            .unwrap();
-        Server {
-            child,
-            addr,
-            log,
-            _logdir: logdir,
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn content(len: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 24) as u8
-        })
-        .collect()
-}
 
 fn udpft(cwd: &Path, args: &[&str]) -> Output {
     Command::new(UDPFT)
@@ -144,8 +78,10 @@ fn relay(server: SocketAddr, loss: f64, others: f64, seed: u64) -> RelayHandle {
 fn transfers_through(loss: f64, others: f64, seed: u64) {
     let root = tempfile::tempdir().unwrap();
     let cli = tempfile::tempdir().unwrap();
-    let srv = Server::start(root.path());
-    let r = relay(srv.addr, loss, others, seed);
+    let mut args = vec!["--trace"];
+    args.extend(TIMING);
+    let srv = Server::start(root.path(), &args);
+    let r = relay(srv.addr.parse().unwrap(), loss, others, seed);
     let via = r.local_addr().to_string();
     let mut client_detected = 0;
     let mut put_resends = 0;
