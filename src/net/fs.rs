@@ -203,8 +203,8 @@ impl Root {
 }
 
 /// The listing of `dir`: one entry per line, sorted by name; `<size>\t<name>` for a file,
-/// `-\t<name>/` for a directory. Our temporary files are not shown; entries whose
-/// metadata cannot be read (a dangling symlink) are skipped.
+/// `-\t<name>/` for a directory, names escaped by [`escape_name`]. Our temporary files
+/// are not shown; entries whose metadata cannot be read (a dangling symlink) are skipped.
 pub fn listing(dir: &Path) -> io::Result<Vec<u8>> {
     let mut entries: Vec<(String, Option<u64>)> = Vec::new();
     for e in fs::read_dir(dir)? {
@@ -222,12 +222,33 @@ pub fn listing(dir: &Path) -> io::Result<Vec<u8>> {
     entries.sort();
     let mut out = Vec::new();
     for (name, size) in entries {
+        let name = escape_name(&name);
         match size {
             Some(n) => writeln!(out, "{n}\t{name}")?,
             None => writeln!(out, "-\t{name}/")?,
         }
     }
     Ok(out)
+}
+
+/// A file name as a listing line shows it (PROTOCOL.md §3.7): a backslash as `\\`,
+/// a newline as `\n`, a tab as `\t`, any other control character as `\xHH`, so that
+/// one entry is always one line and the tab always separates the size.
+pub fn escape_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if !name.chars().any(|c| c == '\\' || c.is_control()) {
+        return name.into();
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.into()
 }
 
 /// A file that appears under its final name only when [`Sink::commit`] is called:
@@ -344,6 +365,17 @@ mod tests {
             .unwrap()
             .filter(|e| is_temp_name(&e.as_ref().unwrap().file_name().to_string_lossy()))
             .count()
+    }
+
+    #[test]
+    fn listed_names_stay_on_one_line() {
+        assert_eq!(escape_name("plain name.txt"), "plain name.txt");
+        assert_eq!(escape_name("a\nb\tc\\d\u{7}"), "a\\nb\\tc\\\\d\\x07");
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("two\nlines"), b"xy").unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        let text = String::from_utf8(listing(dir.path()).unwrap()).unwrap();
+        assert_eq!(text, "-\tsub/\n2\ttwo\\nlines\n");
     }
 
     #[test]
