@@ -131,6 +131,8 @@ pub struct Report {
     pub bytes: u64,
     pub elapsed: Duration,
     pub resent: u64,
+    /// Datagrams that failed their CRC32 and were dropped.
+    pub bad_checksum: u64,
     pub srtt: Option<Duration>,
 }
 
@@ -158,7 +160,12 @@ impl fmt::Display for Report {
                     human_bytes(self.bytes),
                     self.bytes,
                     self.resent
-                )
+                )?;
+                // Only worth a word when the link damaged something.
+                match self.bad_checksum {
+                    0 => Ok(()),
+                    n => write!(f, ", {n} datagrams with a bad checksum dropped"),
+                }
             }
         }
     }
@@ -321,6 +328,7 @@ pub fn run_session(
             bytes: stats.bytes,
             elapsed,
             resent: stats.resent,
+            bad_checksum: stats.bad_checksum,
             srtt: s.rto().srtt(),
         }),
     }
