@@ -15,8 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-/// The size of each buffer handed to the writer thread.
-pub const BUFFER: usize = 256 * 1024;
+/// The size of each buffer handed to the writer thread. Two blocks of the largest
+/// size fit; three buffers make 384 KiB per upload, so a server at 16 uploads stays
+/// well under the 20 MiB the project allows itself.
+pub const BUFFER: usize = 128 * 1024;
 /// How many buffers exist: one being filled, the others queued or being written.
 pub const BUFFERS: usize = 3;
 
