@@ -134,7 +134,7 @@ impl Root {
         &self.root
     }
 
-    fn inside(&self, p: &Path) -> bool {
+    pub(crate) fn inside(&self, p: &Path) -> bool {
         p.starts_with(&self.root)
     }
 
@@ -204,8 +204,10 @@ impl Root {
 
 /// The listing of `dir`: one entry per line, sorted by name; `<size>\t<name>` for a file,
 /// `-\t<name>/` for a directory, names escaped by [`escape_name`]. Our temporary files
-/// are not shown; entries whose metadata cannot be read (a dangling symlink) are skipped.
-pub fn listing(dir: &Path) -> io::Result<Vec<u8>> {
+/// are not shown; entries whose metadata cannot be read (a dangling symlink) are skipped,
+/// and so are symlinks that lead outside `root`: even their size is not the client's
+/// business.
+pub fn listing(root: &Root, dir: &Path) -> io::Result<Vec<u8>> {
     let mut entries: Vec<(String, Option<u64>)> = Vec::new();
     for e in fs::read_dir(dir)? {
         let e = e?;
@@ -213,7 +215,10 @@ pub fn listing(dir: &Path) -> io::Result<Vec<u8>> {
         if is_temp_name(&name) {
             continue;
         }
-        // Follows symlinks, so a link shows as what it points to.
+        // Follows symlinks, so a link shows as what it points to, if that is inside.
+        if e.file_type()?.is_symlink() && !e.path().canonicalize().is_ok_and(|t| root.inside(&t)) {
+            continue;
+        }
         let Ok(md) = fs::metadata(e.path()) else {
             continue;
         };
@@ -374,7 +379,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("two\nlines"), b"xy").unwrap();
         fs::create_dir(dir.path().join("sub")).unwrap();
-        let text = String::from_utf8(listing(dir.path()).unwrap()).unwrap();
+        let root = Root::new(dir.path()).unwrap();
+        let text = String::from_utf8(listing(&root, dir.path()).unwrap()).unwrap();
         assert_eq!(text, "-\tsub/\n2\ttwo\\nlines\n");
     }
 
@@ -475,7 +481,10 @@ mod tests {
             root.new_file("nodir/g").unwrap_err().code,
             ErrorCode::NotFound
         );
-        let l = String::from_utf8(listing(root.path()).unwrap()).unwrap();
-        assert_eq!(l, "-\tout/\n1\ts\n-\tsub/\n");
+        // Links out of the root are not listed (not even the size of what they point
+        // to); a link that stays inside is listed as what it points to.
+        std::os::unix::fs::symlink(dir.path().join("sub/f"), dir.path().join("in")).unwrap();
+        let l = String::from_utf8(listing(&root, root.path()).unwrap()).unwrap();
+        assert_eq!(l, "1\tin\n-\tsub/\n");
     }
 }

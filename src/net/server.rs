@@ -580,7 +580,7 @@ impl State {
                         format!("'{name}' is not a directory"),
                     ));
                 }
-                let text = listing(&path).map_err(io_err)?;
+                let text = listing(&self.root, &path).map_err(io_err)?;
                 let size = text.len() as u64;
                 Ok(Plan::Send(Box::new(io::Cursor::new(text)), size))
             }
