@@ -5,8 +5,10 @@
 //! [`Direction::decide`] about every datagram in the order they see them, so the
 //! same seed and the same traffic give the same decisions.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -229,6 +231,77 @@ impl Link {
             Way::ClientToServer => &mut self.to_server,
             Way::ServerToClient => &mut self.to_client,
         }
+    }
+}
+
+/// Datagrams waiting for their delivery time, as both drivers of the link model keep
+/// them: earliest first, and in the order they were queued when due at the same time.
+#[derive(Debug)]
+pub struct DelayQueue<T> {
+    heap: BinaryHeap<Reverse<Due<T>>>,
+    order: u64,
+}
+
+#[derive(Debug)]
+struct Due<T> {
+    at: Instant,
+    order: u64,
+    item: T,
+}
+
+impl<T> PartialEq for Due<T> {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.order) == (o.at, o.order)
+    }
+}
+impl<T> Eq for Due<T> {}
+impl<T> PartialOrd for Due<T> {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl<T> Ord for Due<T> {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.order).cmp(&(o.at, o.order))
+    }
+}
+
+impl<T> Default for DelayQueue<T> {
+    fn default() -> Self {
+        DelayQueue {
+            heap: BinaryHeap::new(),
+            order: 0,
+        }
+    }
+}
+
+impl<T> DelayQueue<T> {
+    /// Queues `item` for delivery at `at`.
+    pub fn push(&mut self, at: Instant, item: T) {
+        self.order += 1;
+        self.heap.push(Reverse(Due {
+            at,
+            order: self.order,
+            item,
+        }));
+    }
+
+    /// The earliest delivery time, if anything waits.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse(d)| d.at)
+    }
+
+    /// The next item due at or before `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<T> {
+        if self.next_due()? <= now {
+            self.heap.pop().map(|Reverse(d)| d.item)
+        } else {
+            None
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
     }
 }
 

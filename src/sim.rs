@@ -5,8 +5,6 @@
 //! (or not) at its virtual arrival time; timers fire at their deadlines. No wall time
 //! passes and no socket is touched, so thousands of transfers run in a test.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -15,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::engine::{
     ClientSession, Config, Event, Job, ServerSession, Sink, Stats, Status, reject,
 };
-use crate::link::{Link, LinkConfig, LinkStats, Way};
+use crate::link::{DelayQueue, Link, LinkConfig, LinkStats, Way};
 use crate::wire::{Datagram, ErrorCode, Message, Op, SessionId};
 
 /// The client's address in the simulation.
@@ -191,35 +189,10 @@ impl Digest {
     }
 }
 
-struct InFlight {
-    at: Instant,
-    order: u64,
-    way: Way,
-    bytes: Vec<u8>,
-}
-
-impl PartialEq for InFlight {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.order) == (o.at, o.order)
-    }
-}
-impl Eq for InFlight {}
-impl PartialOrd for InFlight {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for InFlight {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.order).cmp(&(o.at, o.order))
-    }
-}
-
 /// The link plus the datagrams travelling on it.
 struct Wire {
     link: Link,
-    queue: BinaryHeap<Reverse<InFlight>>,
-    order: u64,
+    queue: DelayQueue<(Way, Vec<u8>)>,
 }
 
 impl Wire {
@@ -230,13 +203,7 @@ impl Wire {
             if let Some(c) = d.corruption {
                 c.apply(&mut copy);
             }
-            self.order += 1;
-            self.queue.push(Reverse(InFlight {
-                at: now + d.after,
-                order: self.order,
-                way,
-                bytes: copy,
-            }));
+            self.queue.push(now + d.after, (way, copy));
         }
     }
 }
@@ -274,8 +241,7 @@ pub fn run_scripted(
     let mut server_dropped = 0;
     let mut wire = Wire {
         link: Link::new(cfg.link, cfg.seed),
-        queue: BinaryHeap::new(),
-        order: 0,
+        queue: DelayQueue::default(),
     };
     let mut trace = Vec::new();
     let tracing = cfg.client.trace || cfg.server.trace;
@@ -307,7 +273,7 @@ pub fn run_scripted(
             break;
         }
         let next = [
-            wire.queue.peek().map(|Reverse(f)| f.at),
+            wire.queue.next_due(),
             client.poll_timeout(),
             server.as_ref().and_then(|s| s.poll_timeout()),
         ]
@@ -324,16 +290,15 @@ pub fn run_scripted(
             break;
         }
         now = now.max(next);
-        while wire.queue.peek().is_some_and(|Reverse(f)| f.at <= now) {
-            let Reverse(mut f) = wire.queue.pop().unwrap();
-            if !arrive(f.way, &mut f.bytes) {
+        while let Some((way, mut bytes)) = wire.queue.pop_due(now) {
+            if !arrive(way, &mut bytes) {
                 continue;
             }
-            match f.way {
+            match way {
                 Way::ClientToServer => deliver_to_server(
                     now,
                     client_addr,
-                    &f.bytes,
+                    &bytes,
                     &mut server,
                     &mut plan,
                     &mut server_dropped,
@@ -341,7 +306,7 @@ pub fn run_scripted(
                     &mut scratch,
                     &mut wire,
                 ),
-                Way::ServerToClient => client.handle_datagram(now, &f.bytes),
+                Way::ServerToClient => client.handle_datagram(now, &bytes),
             }
         }
         if client.poll_timeout().is_some_and(|t| t <= now) {

@@ -24,9 +24,8 @@
 //! [`crate::sim`]. When idle it sleeps in blocking calls (the socket threads wake
 //! [`POLL`]-often to check a flag, nothing more).
 
-use std::cmp::Reverse;
+use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -36,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::link::{Link, LinkConfig, LinkStats, Way};
+use crate::link::{DelayQueue, Link, LinkConfig, LinkStats, Way};
 
 /// How often a socket thread wakes from `recv_from` to see whether it should stop.
 pub const POLL: Duration = Duration::from_millis(250);
@@ -120,31 +119,12 @@ enum Msg {
 
 /// A copy waiting for its delivery time.
 struct Pending {
-    due: Instant,
-    order: u64,
     way: Way,
     /// Whose datagram it is.
     client: SocketAddr,
     /// Who sent it: the client, or the server (from the port it answered from).
     from: SocketAddr,
     bytes: Vec<u8>,
-}
-
-impl PartialEq for Pending {
-    fn eq(&self, o: &Self) -> bool {
-        (self.due, self.order) == (o.due, o.order)
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Pending {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.due, self.order).cmp(&(o.due, o.order))
-    }
 }
 
 /// One client's socket towards the server.
@@ -205,8 +185,7 @@ impl Relay {
             link: Link::new(self.cfg.link, self.cfg.seed),
             listen: self.listen,
             upstreams: HashMap::new(),
-            queue: BinaryHeap::new(),
-            order: 0,
+            queue: DelayQueue::default(),
             tx: tx.clone(),
             stats: stats.clone(),
             counters: RelayStats::default(),
@@ -338,8 +317,7 @@ struct Scheduler {
     link: Link,
     listen: Arc<UdpSocket>,
     upstreams: HashMap<SocketAddr, Upstream>,
-    queue: BinaryHeap<Reverse<Pending>>,
-    order: u64,
+    queue: DelayQueue<Pending>,
     tx: Sender<Msg>,
     stats: Arc<Mutex<RelayStats>>,
     counters: RelayStats,
@@ -352,8 +330,7 @@ impl Scheduler {
         let mut next_sweep = Instant::now() + sweep_every;
         loop {
             let now = Instant::now();
-            while self.queue.peek().is_some_and(|Reverse(p)| p.due <= now) {
-                let Reverse(p) = self.queue.pop().unwrap();
+            while let Some(p) = self.queue.pop_due(now) {
                 self.deliver(p, now);
                 self.publish();
             }
@@ -361,7 +338,7 @@ impl Scheduler {
                 self.sweep(now);
                 next_sweep = now + sweep_every;
             }
-            let due = self.queue.peek().map(|Reverse(p)| p.due);
+            let due = self.queue.next_due();
             let wake = match (due, self.upstreams.is_empty()) {
                 (Some(d), true) => Some(d),
                 (Some(d), false) => Some(d.min(next_sweep)),
@@ -424,15 +401,15 @@ impl Scheduler {
             if let Some(c) = d.corruption {
                 c.apply(&mut bytes);
             }
-            self.order += 1;
-            self.queue.push(Reverse(Pending {
-                due: at + d.after,
-                order: self.order,
-                way,
-                client,
-                from,
-                bytes,
-            }));
+            self.queue.push(
+                at + d.after,
+                Pending {
+                    way,
+                    client,
+                    from,
+                    bytes,
+                },
+            );
         }
         self.publish();
     }
