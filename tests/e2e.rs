@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use udpft::wire::{Datagram, Message, Op, Request};
 
 mod common;
-use common::{Server, UDPFT, content};
+use common::{Server, UDPFT, content, signal};
 
 /// Runs `udpft` with `args` in `cwd`.
 fn udpft(cwd: &Path, args: &[&str]) -> Output {
@@ -278,11 +278,7 @@ fn exit_stops_the_server_with_status_zero() {
 fn sigterm_stops_the_server_with_status_zero() {
     let root = tempfile::tempdir().unwrap();
     let mut srv = Server::start(root.path(), &[]);
-    let st = Command::new("kill")
-        .args(["-TERM", &srv.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    signal(srv.child.id(), "TERM");
     let status = srv
         .wait_exit(Duration::from_secs(10))
         .expect("udpftd exits");
@@ -663,11 +659,7 @@ fn sigterm_aborts_transfers_after_the_grace_time() {
     }
     let mut srv = Server::start(root.path(), &["--grace", "300ms"]);
     let child = start_upload(cli.path(), &srv.addr, root.path());
-    let st = Command::new("kill")
-        .args(["-TERM", &srv.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    signal(srv.child.id(), "TERM");
     let status = srv
         .wait_exit(Duration::from_secs(10))
         .expect("udpftd exits");
@@ -755,11 +747,7 @@ fn ctrl_c_abandons_an_upload_and_tells_the_server() {
     // A long idle timeout: the temporary file must go because the client said so.
     let srv = Server::start(root.path(), &["--idle", "60s"]);
     let child = start_upload(cli.path(), &srv.addr, root.path());
-    let st = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    signal(child.id(), "INT");
     let o = child.wait_with_output().unwrap();
     assert_fails(&o, 130, "interrupted");
     let t = Instant::now();

@@ -100,3 +100,12 @@ pub fn content(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Sends `signal` (`"TERM"`, `"INT"`) to process `pid`, as a person would with kill(1).
+pub fn signal(pid: u32, signal: &str) {
+    let st = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -{signal} {pid}");
+}
