@@ -9,6 +9,7 @@
 //!   server's session (handshake, anti-amplification). The caller passes `now`.
 //! - [`link`]: the lossy-link model (drop, duplicate, reorder, corrupt, delay), seeded.
 //! - [`net`]: the drivers that touch the OS: sockets, files, the terminal.
+//! - [`text`]: names and messages from elsewhere made safe for logs and terminals.
 //! - [`sim`]: a virtual-clock driver that runs a client and a server session through
 //!   the link model, used by tests and examples.
 
@@ -17,4 +18,5 @@ pub mod link;
 pub mod net;
 pub mod rto;
 pub mod sim;
+pub mod text;
 pub mod wire;

@@ -236,25 +236,7 @@ pub fn listing(root: &Root, dir: &Path) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// A file name as a listing line shows it (PROTOCOL.md §3.7): a backslash as `\\`,
-/// a newline as `\n`, a tab as `\t`, any other control character as `\xHH`, so that
-/// one entry is always one line and the tab always separates the size.
-pub fn escape_name(name: &str) -> std::borrow::Cow<'_, str> {
-    if !name.chars().any(|c| c == '\\' || c.is_control()) {
-        return name.into();
-    }
-    let mut out = String::with_capacity(name.len() + 8);
-    for c in name.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.into()
-}
+pub use crate::text::escape as escape_name;
 
 /// A file that appears under its final name only when [`Sink::commit`] is called:
 /// data goes to a hidden temporary file in the same directory, which is synced and then

@@ -444,9 +444,9 @@ impl State {
             format_args!(
                 "{from} {} '{}': refused ({}): {}",
                 req.op.name(),
-                req.name.escape_debug(),
+                crate::text::escape(req.name),
                 r.code,
-                r.message
+                crate::text::sanitize(&r.message)
             ),
         );
     }
@@ -525,7 +525,11 @@ impl State {
         if answered {
             self.log(
                 Verbosity::Normal,
-                format_args!("{from} {} '{}': ok", req.op.name(), req.name.escape_debug()),
+                format_args!(
+                    "{from} {} '{}': ok",
+                    req.op.name(),
+                    crate::text::escape(req.name)
+                ),
             );
         }
         self.log(
@@ -533,7 +537,7 @@ impl State {
             format_args!(
                 "{from} {} '{}': session {id:016x} started, block size {}",
                 req.op.name(),
-                req.name.escape_debug(),
+                crate::text::escape(req.name),
                 cfg.block_size
             ),
         );
@@ -541,7 +545,7 @@ impl State {
             id,
             Entry {
                 s,
-                path: req.name.escape_debug().to_string(),
+                path: crate::text::escape(req.name).to_string(),
                 started: now,
                 answered,
                 logged: answered,
