@@ -8,6 +8,8 @@
 //!   [`engine::Sender`] and [`engine::Receiver`], wrapped by the client's and the
 //!   server's session (handshake, anti-amplification). The caller passes `now`.
 //! - [`link`]: the lossy-link model (drop, duplicate, reorder, corrupt, delay), seeded.
+//! - [`storage`]: files beneath a served root by directory handle, atomic files,
+//!   listings, files sent exactly as announced.
 //! - [`net`]: the drivers that touch the OS: sockets, files, the terminal.
 //! - [`text`]: names and messages from elsewhere made safe for logs and terminals.
 //! - [`sim`]: a virtual-clock driver that runs a client and a server session through
@@ -18,5 +20,6 @@ pub mod link;
 pub mod net;
 pub mod rto;
 pub mod sim;
+pub mod storage;
 pub mod text;
 pub mod wire;

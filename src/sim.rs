@@ -399,6 +399,7 @@ fn deliver_to_server(
                 from,
                 d.session,
                 bytes.len(),
+                req.size,
                 sink,
                 cfg,
                 now,

@@ -66,9 +66,27 @@ fn temp_files(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Starts `udpft put` of `cli/big` to `server` with small blocks, and returns once its
-/// temporary file has appeared in the served `root` (the upload is under way).
-fn start_upload(cli: &Path, server: &str, root: &Path) -> Child {
+/// How many upload temporary files process `pid` holds open in `dir`: unnamed ones
+/// show in /proc as `dir/#inode (deleted)`, named ones (filesystems without unnamed
+/// files) as `dir/.udpft-*.part`.
+fn uploads_open(pid: u32, dir: &Path) -> usize {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    let dir = dir.canonicalize().unwrap();
+    fds.filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| {
+            let n = t.file_name().unwrap_or_default().to_string_lossy();
+            t.parent() == Some(dir.as_path())
+                && ((n.starts_with('#') && n.ends_with(" (deleted)"))
+                    || (n.starts_with(".udpft-") && n.ends_with(".part")))
+        })
+        .count()
+}
+
+/// Starts `udpft put` of `cli/big` to `server` with small blocks, and returns once the
+/// server (process `pid`) holds the upload's temporary file in the served `root` open.
+fn start_upload(cli: &Path, server: &str, root: &Path, pid: u32) -> Child {
     let child = Command::new(UDPFT)
         .current_dir(cli)
         .args(["--block-size", "512", "put", server, "big"])
@@ -78,7 +96,7 @@ fn start_upload(cli: &Path, server: &str, root: &Path) -> Child {
         .spawn()
         .unwrap();
     let t = Instant::now();
-    while temp_files(root).is_empty() {
+    while uploads_open(pid, root) == 0 {
         assert!(
             t.elapsed() < Duration::from_secs(10),
             "upload never started"
@@ -458,7 +476,7 @@ fn killed_upload_leaves_no_file() {
         root.path(),
         &["--idle", "1s", "--timeout", "200ms", "--max-sessions", "1"],
     );
-    let mut child = start_upload(cli.path(), &srv.addr, root.path());
+    let mut child = start_upload(cli.path(), &srv.addr, root.path(), srv.child.id());
     std::thread::sleep(Duration::from_millis(300));
     // With --max-sessions 1, another client is told the server is busy.
     let o = udpft(cli.path(), &["list", &srv.addr]);
@@ -466,14 +484,14 @@ fn killed_upload_leaves_no_file() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!root.path().join("big").exists());
-    assert_eq!(temp_files(root.path()).len(), 1);
+    assert_eq!(uploads_open(srv.child.id(), root.path()), 1);
+    assert!(temp_files(root.path()).is_empty());
     // After the server's idle timeout, the temporary file is gone too.
     let t = Instant::now();
-    while !temp_files(root.path()).is_empty() {
+    while uploads_open(srv.child.id(), root.path()) > 0 {
         assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "temporary file left behind: {:?}",
-            temp_files(root.path())
+            t.elapsed() < Duration::from_secs(20),
+            "temporary file still open"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -658,7 +676,7 @@ fn sigterm_aborts_transfers_after_the_grace_time() {
         }
     }
     let mut srv = Server::start(root.path(), &["--grace", "300ms"]);
-    let child = start_upload(cli.path(), &srv.addr, root.path());
+    let child = start_upload(cli.path(), &srv.addr, root.path(), srv.child.id());
     signal(srv.child.id(), "TERM");
     let status = srv
         .wait_exit(Duration::from_secs(10))
@@ -746,14 +764,14 @@ fn ctrl_c_abandons_an_upload_and_tells_the_server() {
     }
     // A long idle timeout: the temporary file must go because the client said so.
     let srv = Server::start(root.path(), &["--idle", "60s"]);
-    let child = start_upload(cli.path(), &srv.addr, root.path());
+    let child = start_upload(cli.path(), &srv.addr, root.path(), srv.child.id());
     signal(child.id(), "INT");
     let o = child.wait_with_output().unwrap();
     assert_fails(&o, 130, "interrupted");
     let t = Instant::now();
-    while !temp_files(root.path()).is_empty() {
+    while uploads_open(srv.child.id(), root.path()) > 0 {
         assert!(
-            t.elapsed() < Duration::from_secs(5),
+            t.elapsed() < Duration::from_secs(20),
             "the server was not told"
         );
         std::thread::sleep(Duration::from_millis(20));

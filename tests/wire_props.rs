@@ -157,7 +157,7 @@ proptest! {
         let mut s = Sender::new(7, peer, Box::new(Cursor::new(vec![1u8; 500])), cfg, rto(), None);
         let mut r = Receiver::new(7, peer, Box::new(Vec::new()), cfg, rto(), None, now);
         let mut c = ClientSession::new(peer, 5, "x", Job::Get(Box::new(Vec::new())), cfg).unwrap();
-        let mut v = ServerSession::receive(7, peer, 5, 256, Box::new(Vec::new()), cfg, now);
+        let mut v = ServerSession::receive(7, peer, 5, 256, 500, Box::new(Vec::new()), cfg, now);
         for b in &ds {
             now += Duration::from_millis(3);
             let d = Datagram::parse(b).unwrap();

@@ -197,11 +197,15 @@ impl ClientSession {
                 };
                 let rto = self.rto.clone();
                 self.phase = match job {
-                    Job::Get(sink) | Job::List(sink) => Phase::Receiving(Receiver::new(
-                        d.session, self.peer, sink, cfg, rto, None, now,
-                    )),
-                    Job::Put(source, _) => {
-                        Phase::Sending(Sender::new(d.session, self.peer, source, cfg, rto, None))
+                    Job::Get(sink) | Job::List(sink) => {
+                        let mut r = Receiver::new(d.session, self.peer, sink, cfg, rto, None, now);
+                        r.expect_length(a.size);
+                        Phase::Receiving(r)
+                    }
+                    Job::Put(source, size) => {
+                        let mut s = Sender::new(d.session, self.peer, source, cfg, rto, None);
+                        s.announce_length(size);
+                        Phase::Sending(s)
                     }
                     Job::Delete | Job::Exit => {
                         self.status = Status::Closed;

@@ -147,6 +147,14 @@ pub enum TransferError {
         got_length: u64,
         got_crc: u32,
     },
+    /// The stream is longer than the size announced at its start, or its DONE says
+    /// another length: the file changed while it was sent, or the peer is broken.
+    #[error(
+        "size mismatch: {announced} bytes were announced, but the stream {}",
+        if .got > .announced { format!("went past them (at least {got} bytes)") }
+        else { format!("ended after {got}") }
+    )]
+    Announced { announced: u64, got: u64 },
     /// Reading the source or writing the sink failed on this side.
     #[error("{context}: {message}")]
     Io {
@@ -177,7 +185,9 @@ impl TransferError {
     /// The code to put in the ERROR datagram that tells the peer about this failure.
     pub fn wire_code(&self) -> ErrorCode {
         match self {
-            TransferError::Integrity { .. } => ErrorCode::Integrity,
+            TransferError::Integrity { .. } | TransferError::Announced { .. } => {
+                ErrorCode::Integrity
+            }
             // Losing the race to a file that appeared meanwhile (a put without overwrite).
             TransferError::Io {
                 kind: io::ErrorKind::AlreadyExists,

@@ -33,6 +33,8 @@ pub struct Receiver {
     /// What acknowledges packet 0: ack 0 (a client's get) or the ACCEPT (a server's put).
     opening: Option<Accept>,
     expected: Seq,
+    /// The stream's length as announced at its start, or [`wire::UNKNOWN_SIZE`].
+    announced: u64,
     length: u64,
     crc: crc32fast::Hasher,
     phase: Phase,
@@ -73,6 +75,7 @@ impl Receiver {
                 .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE) as usize,
             opening,
             expected: 1,
+            announced: wire::UNKNOWN_SIZE,
             length: 0,
             crc: crc32fast::Hasher::new(),
             phase: Phase::Receiving,
@@ -87,6 +90,13 @@ impl Receiver {
         };
         r.queue_ack(0, now, true);
         r
+    }
+
+    /// Holds the stream to the length announced at its start (the ACCEPT of a get, the
+    /// REQUEST of a put): a DATA that would take it past that length, or a DONE with
+    /// another one, fails the transfer before anything more is written.
+    pub fn expect_length(&mut self, announced: u64) {
+        self.announced = announced;
     }
 
     fn trace(&mut self, e: Event) {
@@ -142,6 +152,11 @@ impl Receiver {
                 if payload.len() > self.block {
                     return self.unexpected("data larger than the granted block size");
                 }
+                let got = self.length + payload.len() as u64;
+                if self.announced != wire::UNKNOWN_SIZE && got > self.announced {
+                    let announced = self.announced;
+                    return self.fail(TransferError::Announced { announced, got }, true);
+                }
                 if let Err(e) = self.sink.write_all(payload) {
                     return self.fail(TransferError::io("writing the received file", &e), true);
                 }
@@ -163,6 +178,10 @@ impl Receiver {
             }
             Message::Data(_) if seq < self.expected => self.duplicate(Kind::Data, seq, now),
             Message::Done { length, crc } if receiving && seq == self.expected => {
+                if self.announced != wire::UNKNOWN_SIZE && length != self.announced {
+                    let (announced, got) = (self.announced, length);
+                    return self.fail(TransferError::Announced { announced, got }, true);
+                }
                 let got_crc = self.crc.clone().finalize();
                 if length != self.length || crc != got_crc {
                     return self.fail(

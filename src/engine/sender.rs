@@ -39,6 +39,8 @@ pub struct Sender {
     out: Outstanding,
     phase: Phase,
     rto: RtoEstimator,
+    /// The stream's length as announced (ACCEPT or REQUEST), or [`wire::UNKNOWN_SIZE`].
+    announced: u64,
     length: u64,
     crc: crc32fast::Hasher,
     resend_after: Option<Duration>,
@@ -76,6 +78,7 @@ impl Sender {
             out: Outstanding::new(Kind::Data, 0, 0),
             phase: Phase::Data,
             rto,
+            announced: opening.map_or(wire::UNKNOWN_SIZE, |a| a.size),
             length: 0,
             crc: crc32fast::Hasher::new(),
             resend_after: None,
@@ -102,6 +105,13 @@ impl Sender {
         s
     }
 
+    /// Holds the stream to `announced` bytes (what a put's REQUEST said): a source that
+    /// turns out longer or shorter fails the transfer instead of sending another length.
+    /// A get's or list's length is the one its ACCEPT announces.
+    pub fn announce_length(&mut self, announced: u64) {
+        self.announced = announced;
+    }
+
     /// Reads the next block into the packet buffer, or prepares DONE at end of stream.
     fn load(&mut self, seq: Seq) {
         let n = match fill(
@@ -111,6 +121,12 @@ impl Sender {
             Ok(n) => n,
             Err(e) => return self.fail(TransferError::io("reading the file to send", &e), true),
         };
+        let known = self.announced != wire::UNKNOWN_SIZE;
+        let got = self.length + n as u64;
+        if known && (got > self.announced || (n == 0 && got != self.announced)) {
+            let announced = self.announced;
+            return self.fail(TransferError::Announced { announced, got }, true);
+        }
         if n > 0 {
             self.crc.update(&self.packet[HEADER_LEN..HEADER_LEN + n]);
             self.length += n as u64;

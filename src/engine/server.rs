@@ -109,12 +109,15 @@ impl ServerSession {
         Self::new(id, peer, nonce, op, request_len, Role::Send(sender), &cfg)
     }
 
-    /// Answers a put: sends ACCEPT, then receives the stream into `sink`.
+    /// Answers a put of `size` bytes (the REQUEST's; [`wire::UNKNOWN_SIZE`] if not
+    /// known): sends ACCEPT, then receives the stream into `sink`.
+    #[allow(clippy::too_many_arguments)]
     pub fn receive(
         id: SessionId,
         peer: SocketAddr,
         nonce: SessionId,
         request_len: usize,
+        size: u64,
         sink: Box<dyn Sink + Send>,
         cfg: Config,
         now: Instant,
@@ -131,7 +134,7 @@ impl ServerSession {
             linger: cfg.linger.max(cfg.retry_span()),
             ..cfg
         };
-        let receiver = Receiver::new(
+        let mut receiver = Receiver::new(
             id,
             peer,
             sink,
@@ -140,6 +143,7 @@ impl ServerSession {
             Some(accept),
             now,
         );
+        receiver.expect_length(size);
         Self::new(
             id,
             peer,

@@ -2,8 +2,7 @@
 //! on a terminal and a one-line summary afterwards.
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, BufReader, IsTerminal, Write};
+use std::io::{self, IsTerminal, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,9 +12,9 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::RngExt;
 
-use super::fs::AtomicFile;
 use super::{Waiter, human_bytes};
 use crate::engine::{ClientSession, Config, Job, RtoConfig, Sink, Status, TransferError};
+use crate::storage::{AtomicFile, FileSource};
 use crate::wire::{self, ErrorCode, Op};
 
 /// Exit codes of `udpft` (documented in README.md).
@@ -410,20 +409,20 @@ pub fn put(
     opts: &ClientOptions,
 ) -> Result<Report, ClientError> {
     let shown = local.display();
-    let f = File::open(local).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => {
-            ClientError::local(format!("local file '{shown}' does not exist"))
-        }
-        _ => ClientError::local(format!("cannot read local file '{shown}': {e}")),
-    })?;
-    let md = f
-        .metadata()
-        .map_err(|e| ClientError::local(format!("cannot read local file '{shown}': {e}")))?;
-    if md.is_dir() {
+    if local.is_dir() {
         return Err(ClientError::local(format!(
             "'{shown}' is a directory; put sends one file"
         )));
     }
+    // A regular file only, read exactly as announced: one that changes while it is
+    // sent fails the transfer rather than arriving torn.
+    let src = FileSource::open(local).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => {
+            ClientError::local(format!("local file '{shown}' does not exist"))
+        }
+        io::ErrorKind::InvalidInput => ClientError::local(e.to_string()),
+        _ => ClientError::local(format!("cannot read local file '{shown}': {e}")),
+    })?;
     let remote = match remote {
         Some(r) => r.to_string(),
         None => local
@@ -432,14 +431,8 @@ pub fn put(
             .ok_or_else(|| ClientError::local(format!("'{shown}' has no file name")))?,
     };
     let what = format!("'{shown}' -> '{remote}'");
-    let src = BufReader::with_capacity(256 * 1024, f);
-    run_session(
-        server,
-        &remote,
-        Job::Put(Box::new(src), md.len()),
-        opts,
-        what,
-    )
+    let size = src.size();
+    run_session(server, &remote, Job::Put(Box::new(src), size), opts, what)
 }
 
 /// Fetches the listing of `dir` (default: the root) as text.

@@ -6,8 +6,7 @@
 //! datagram that fails [`Datagram::parse`] is counted and dropped, never answered.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::{self, BufReader, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,8 +15,8 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::Waiter;
-use super::fs::{AtomicFile, Refusal, Root, io_refusal, listing};
 use crate::engine::{Config, RtoConfig, ServerSession, Status, TransferError, reject};
+use crate::storage::{AtomicFile, Refusal, Root, listing};
 use crate::wire::{self, Datagram, ErrorCode, Message, Op, Request, SessionId};
 
 /// How much the server logs on stderr.
@@ -141,6 +140,18 @@ impl Server {
             io::Error::new(e.kind(), format!("cannot listen on {}: {e}", opts.listen))
         })?;
         let local = sock.local_addr()?;
+        // Leftovers of uploads killed with an earlier server (on filesystems without
+        // unnamed temporary files) go, off the network thread.
+        let handle = root.handle().try_clone_to_owned()?;
+        let verbosity = opts.verbosity;
+        std::thread::Builder::new()
+            .name("udpft-sweep".into())
+            .spawn(move || {
+                let n = crate::storage::sweep_tree(std::os::fd::AsFd::as_fd(&handle)).unwrap_or(0);
+                if n > 0 && verbosity >= Verbosity::Normal {
+                    eprintln!("udpftd: removed {n} temporary file(s) left by interrupted uploads");
+                }
+            })?;
         Ok(Server {
             sock,
             root,
@@ -503,7 +514,7 @@ impl State {
                 false,
             ),
             Plan::Store(f) => (
-                ServerSession::receive(id, from, nonce, len, Box::new(f), cfg, now),
+                ServerSession::receive(id, from, nonce, len, req.size, Box::new(f), cfg, now),
                 false,
             ),
             Plan::Answered => (
@@ -558,33 +569,14 @@ impl State {
     /// Decides whether to accept `req`, and opens what it needs.
     fn plan(&mut self, req: &Request) -> Result<Plan, Refusal> {
         let name = req.name;
-        let io_err = |e: io::Error| io_refusal(name, &e);
         match req.op {
             Op::Get => {
-                let path = self.root.existing(name)?;
-                let md = fs::metadata(&path).map_err(io_err)?;
-                if md.is_dir() {
-                    return Err(Refusal::new(
-                        ErrorCode::BadRequest,
-                        format!("'{name}' is a directory (use list)"),
-                    ));
-                }
-                let f = File::open(&path).map_err(io_err)?;
-                let size = f.metadata().map_err(io_err)?.len();
-                Ok(Plan::Send(
-                    Box::new(BufReader::with_capacity(256 * 1024, f)),
-                    size,
-                ))
+                let src = self.root.open_file(name)?;
+                let size = src.size();
+                Ok(Plan::Send(Box::new(src), size))
             }
             Op::List => {
-                let path = self.root.existing(name)?;
-                if !path.is_dir() {
-                    return Err(Refusal::new(
-                        ErrorCode::BadRequest,
-                        format!("'{name}' is not a directory"),
-                    ));
-                }
-                let text = listing(&self.root, &path).map_err(io_err)?;
+                let text = listing(&self.root, name)?;
                 let size = text.len() as u64;
                 Ok(Plan::Send(Box::new(io::Cursor::new(text)), size))
             }
@@ -595,25 +587,7 @@ impl State {
                         "this server is read-only: put is disabled (udpftd was started with --read-only)",
                     ));
                 }
-                let (target, exists) = self.root.new_file(name)?;
-                if exists {
-                    if target.is_dir() {
-                        return Err(Refusal::new(
-                            ErrorCode::BadRequest,
-                            format!("'{name}' is a directory on the server"),
-                        ));
-                    }
-                    if !self.opts.overwrite {
-                        return Err(Refusal::new(
-                            ErrorCode::AlreadyExists,
-                            format!(
-                                "'{name}' exists and the server does not overwrite (start udpftd with --overwrite)"
-                            ),
-                        ));
-                    }
-                }
-                let f = AtomicFile::create(&target, self.opts.overwrite).map_err(io_err)?;
-                Ok(Plan::Store(f))
+                Ok(Plan::Store(self.root.create(name, self.opts.overwrite)?))
             }
             Op::Delete => {
                 if self.opts.read_only {
@@ -628,20 +602,7 @@ impl State {
                         "delete is disabled on this server (start udpftd with --allow-delete)",
                     ));
                 }
-                let (target, exists) = self.root.new_file(name)?;
-                if !exists {
-                    return Err(Refusal::new(
-                        ErrorCode::NotFound,
-                        format!("server has no file '{name}'"),
-                    ));
-                }
-                if fs::symlink_metadata(&target).map_err(io_err)?.is_dir() {
-                    return Err(Refusal::new(
-                        ErrorCode::BadRequest,
-                        format!("'{name}' is a directory; only files can be deleted"),
-                    ));
-                }
-                fs::remove_file(&target).map_err(io_err)?;
+                self.root.delete(name)?;
                 Ok(Plan::Answered)
             }
             Op::Exit => {
