@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use udpft::wire::{Datagram, Message, Op, Request};
 
 mod common;
-use common::{Server, UDPFT, content, signal};
+use common::{Server, UDPFT, content, signal, uploads_open};
 
 /// Runs `udpft` with `args` in `cwd`.
 fn udpft(cwd: &Path, args: &[&str]) -> Output {
@@ -64,24 +64,6 @@ fn temp_files(dir: &Path) -> Vec<String> {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with(".udpft-") && n.ends_with(".part"))
         .collect()
-}
-
-/// How many upload temporary files process `pid` holds open in `dir`: unnamed ones
-/// show in /proc as `dir/#inode (deleted)`, named ones (filesystems without unnamed
-/// files) as `dir/.udpft-*.part`.
-fn uploads_open(pid: u32, dir: &Path) -> usize {
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return 0;
-    };
-    let dir = dir.canonicalize().unwrap();
-    fds.filter_map(|e| fs::read_link(e.ok()?.path()).ok())
-        .filter(|t| {
-            let n = t.file_name().unwrap_or_default().to_string_lossy();
-            t.parent() == Some(dir.as_path())
-                && ((n.starts_with('#') && n.ends_with(" (deleted)"))
-                    || (n.starts_with(".udpft-") && n.ends_with(".part")))
-        })
-        .count()
 }
 
 /// Starts `udpft put` of `cli/big` to `server` with small blocks, and returns once the

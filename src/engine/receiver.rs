@@ -391,6 +391,77 @@ mod tests {
         assert_eq!(*r.status(), Status::Closed);
     }
 
+    /// A sink whose contents the test can still see after handing it over.
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Sink for Shared {
+        fn commit(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A hostile or broken sender cannot make a receiver write past the announced
+    /// size, nor close the stream at another length.
+    #[test]
+    fn nothing_is_written_past_the_announced_size() {
+        let now = Instant::now();
+        let cfg = Config::default();
+        let peer = "127.0.0.1:9".parse().unwrap();
+        let sink = Shared::default();
+        let mut r = Receiver::new(
+            7,
+            peer,
+            Box::new(sink.clone()),
+            cfg,
+            RtoEstimator::new(cfg.rto),
+            None,
+            now,
+        );
+        r.expect_length(6);
+        let _ = r.poll_transmit(now);
+        feed(&mut r, now, 1, Message::Data(b"abcd"));
+        feed(&mut r, now, 2, Message::Data(b"efgh"));
+        assert!(
+            matches!(
+                r.status(),
+                Status::Failed(TransferError::Announced {
+                    announced: 6,
+                    got: 8
+                })
+            ),
+            "{:?}",
+            r.status()
+        );
+        assert_eq!(*sink.0.lock().unwrap(), b"abcd");
+        let e = Datagram::parse(r.poll_transmit(now).unwrap()).unwrap();
+        assert!(matches!(
+            e.message,
+            Message::Error {
+                code: crate::wire::ErrorCode::Integrity,
+                ..
+            }
+        ));
+        // A DONE at another length than announced fails too, even if it matches the data.
+        let mut r = receiver(now);
+        r.expect_length(6);
+        feed(&mut r, now, 1, Message::Data(b"abc"));
+        let crc = crate::wire::crc32(b"abc");
+        feed(&mut r, now, 2, Message::Done { length: 3, crc });
+        assert!(matches!(
+            r.status(),
+            Status::Failed(TransferError::Announced { .. })
+        ));
+    }
+
     /// Karn's rule on the receiver's side: no sample from an ack that was sent more
     /// than once, however the duplicates interleave.
     #[test]

@@ -328,3 +328,53 @@ fn fill(src: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source longer or shorter than announced fails the transfer (with an ERROR for
+    /// the peer) instead of sending a stream of another length.
+    #[test]
+    fn a_source_of_another_length_than_announced_fails() {
+        let peer = "127.0.0.1:9".parse().unwrap();
+        let cfg = Config {
+            block_size: 4,
+            ..Config::default()
+        };
+        for (data, announced) in [(&b"abcdefgh"[..], 6u64), (&b"abc"[..], 6)] {
+            let now = Instant::now();
+            let mut s = Sender::new(
+                7,
+                peer,
+                Box::new(std::io::Cursor::new(data.to_vec())),
+                cfg,
+                RtoEstimator::new(cfg.rto),
+                None,
+            );
+            s.announce_length(announced);
+            let mut seq = 1;
+            while *s.status() == Status::Running {
+                while s.poll_transmit(now).is_some() {}
+                let mut b = [0u8; 64];
+                let ack = Datagram {
+                    session: 7,
+                    seq,
+                    message: Message::Ack,
+                };
+                let n = ack.emit(&mut b).unwrap();
+                s.handle(now, &Datagram::parse(&b[..n]).unwrap());
+                seq += 1;
+                assert!(seq < 10, "never ended");
+            }
+            assert!(
+                matches!(
+                    s.status(),
+                    Status::Failed(TransferError::Announced { announced: 6, .. })
+                ),
+                "{:?}",
+                s.status()
+            );
+        }
+    }
+}

@@ -52,6 +52,26 @@ fn temp_name() -> OsString {
     .into()
 }
 
+/// Which temporary files an [`AtomicFile`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TempFiles {
+    /// Unnamed (`O_TMPFILE`) where the filesystem has them, named where not.
+    Unnamed,
+    /// Always named, locked and swept: the fallback, chosen on purpose (to test it, or
+    /// on a filesystem whose `O_TMPFILE` misbehaves).
+    Named,
+}
+
+impl TempFiles {
+    /// [`TempFiles::Named`] if the environment variable `UDPFT_NAMED_TEMP` is `1`.
+    pub fn from_env() -> TempFiles {
+        match std::env::var_os("UDPFT_NAMED_TEMP") {
+            Some(v) if v == "1" => TempFiles::Named,
+            _ => TempFiles::Unnamed,
+        }
+    }
+}
+
 /// Whether `e` from `open(O_TMPFILE)` means "this filesystem has no unnamed files".
 fn no_tmpfile(e: Errno) -> bool {
     matches!(
@@ -62,7 +82,8 @@ fn no_tmpfile(e: Errno) -> bool {
 
 impl AtomicFile {
     /// A download to the local path `dest` (the client): its directory's leftovers of
-    /// earlier, killed downloads are swept first. With `overwrite`, an existing `dest`
+    /// earlier, killed downloads are swept first. Temporary files as
+    /// [`TempFiles::from_env`] says. With `overwrite`, an existing `dest`
     /// is replaced at commit; without, the commit fails with `AlreadyExists`.
     pub fn create(dest: &Path, overwrite: bool) -> io::Result<AtomicFile> {
         let dir = match dest.parent() {
@@ -82,18 +103,28 @@ impl AtomicFile {
         )
         .map_err(errno)?;
         let _ = super::sweep_dir(dir.as_fd());
-        Self::create_in(dir, name, overwrite)
+        Self::create_in(dir, name, overwrite, TempFiles::from_env())
     }
 
     /// A new file `name` in the directory `dir`.
-    pub(crate) fn create_in(dir: OwnedFd, name: &OsStr, overwrite: bool) -> io::Result<Self> {
+    pub(crate) fn create_in(
+        dir: OwnedFd,
+        name: &OsStr,
+        overwrite: bool,
+        temps: TempFiles,
+    ) -> io::Result<Self> {
         let mode = Mode::from_raw_mode(0o666);
-        let (file, temp) = match rustix::fs::openat(
-            &dir,
-            ".",
-            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
-            mode,
-        ) {
+        let unnamed = if temps == TempFiles::Named {
+            Err(Errno::OPNOTSUPP)
+        } else {
+            rustix::fs::openat(
+                &dir,
+                ".",
+                OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+                mode,
+            )
+        };
+        let (file, temp) = match unnamed {
             Ok(fd) => (File::from(fd), None),
             Err(e) if no_tmpfile(e) => {
                 let (f, t) = Self::named_temp(&dir)?;
@@ -196,6 +227,17 @@ impl AtomicFile {
                 rustix::fs::renameat(&self.dir, t, &self.dir, &self.name).map_err(errno)
             }
         }
+    }
+}
+
+impl std::fmt::Debug for AtomicFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AtomicFile")
+            .field("name", &self.name)
+            .field("temp", &self.temp)
+            .field("overwrite", &self.overwrite)
+            .field("committed", &self.committed)
+            .finish_non_exhaustive()
     }
 }
 

@@ -26,7 +26,7 @@ pub mod write_behind;
 
 use std::io;
 
-pub use atomic::AtomicFile;
+pub use atomic::{AtomicFile, TempFiles};
 pub use listing::listing;
 pub use root::{Resolver, Root, check_name};
 pub use source::FileSource;

@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use super::{AtomicFile, FileSource, Refusal, io_refusal, is_temp_name, type_name};
+use super::{AtomicFile, FileSource, Refusal, TempFiles, io_refusal, is_temp_name, type_name};
 use crate::text::escape;
 use crate::wire::ErrorCode;
 
@@ -41,6 +41,7 @@ pub struct Root {
     dir: OwnedFd,
     path: PathBuf,
     resolver: Resolver,
+    temps: TempFiles,
 }
 
 /// Checks a remote name by its components: relative, no `..`, no NUL, not empty, no
@@ -98,7 +99,8 @@ fn errno(e: Errno) -> io::Error {
 }
 
 impl Root {
-    /// Opens the served directory. `openat2` is used if the kernel has it.
+    /// Opens the served directory. `openat2` is used if the kernel has it; uploads use
+    /// temporary files as [`TempFiles::from_env`] says.
     pub fn new(dir: &Path) -> io::Result<Root> {
         let path = dir.canonicalize()?;
         let dir = rustix::fs::open(
@@ -127,12 +129,19 @@ impl Root {
             dir,
             path,
             resolver,
+            temps: TempFiles::from_env(),
         })
     }
 
     /// The same root resolved another way (tests run both).
     pub fn with_resolver(mut self, resolver: Resolver) -> Root {
         self.resolver = resolver;
+        self
+    }
+
+    /// The same root with uploads written to temporary files of this kind.
+    pub fn with_temp_files(mut self, temps: TempFiles) -> Root {
+        self.temps = temps;
         self
     }
 
@@ -347,7 +356,11 @@ impl Root {
     pub fn create(&self, name: &str, overwrite: bool) -> Result<AtomicFile, Refusal> {
         let (dir, file) = self.parent(name)?;
         let shown = escape(name);
-        match Self::entry_type(&dir, &file, name)? {
+        let existing = Self::entry_type(&dir, &file, name)?;
+        if existing == Some(FileType::Symlink) {
+            self.link_stays_inside(name)?;
+        }
+        match existing {
             None => {}
             Some(FileType::Directory) => {
                 return Err(Refusal::new(
@@ -363,11 +376,10 @@ impl Root {
                     ),
                 ));
             }
-            Some(FileType::RegularFile) => {}
-            Some(FileType::Symlink) => self.link_stays_inside(name)?,
+            Some(FileType::RegularFile | FileType::Symlink) => {}
             Some(t) => return Err(not_regular(name, type_name(t))),
         }
-        AtomicFile::create_in(dir, &file, overwrite).map_err(|e| io_refusal(name, &e))
+        AtomicFile::create_in(dir, &file, overwrite, self.temps).map_err(|e| io_refusal(name, &e))
     }
 
     /// Removes the file (or symlink: the link itself) `name`.

@@ -26,9 +26,15 @@ impl Server {
     }
 
     pub fn start_on(listen: &str, root: &Path, args: &[&str]) -> Server {
+        Self::start_with(listen, root, args, &[])
+    }
+
+    /// Starts `udpftd` with environment variables `envs` set.
+    pub fn start_with(listen: &str, root: &Path, args: &[&str], envs: &[(&str, &str)]) -> Server {
         let logdir = tempfile::tempdir().unwrap();
         let log = logdir.path().join("udpftd.log");
         let mut child = Command::new(UDPFTD)
+            .envs(envs.iter().copied())
             .arg("--root")
             .arg(root)
             .args(["--listen", listen])
@@ -99,6 +105,37 @@ pub fn content(len: usize, seed: u64) -> Vec<u8> {
             (s >> 24) as u8
         })
         .collect()
+}
+
+/// How many transfer temporary files process `pid` holds open in `dir`: unnamed ones
+/// show in /proc as `dir/#inode (deleted)`, named ones (filesystems without unnamed
+/// files, or `UDPFT_NAMED_TEMP=1`) as `dir/.udpft-*.part`.
+pub fn uploads_open(pid: u32, dir: &Path) -> usize {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    let dir = dir.canonicalize().unwrap();
+    fds.filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| {
+            let n = t.file_name().unwrap_or_default().to_string_lossy();
+            t.parent() == Some(dir.as_path())
+                && ((n.starts_with('#') && n.ends_with(" (deleted)"))
+                    || (n.starts_with(".udpft-") && n.ends_with(".part")))
+        })
+        .count()
+}
+
+/// Waits up to 30 s (a loaded machine is slow, never this slow) for `cond`.
+#[track_caller]
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Sends `signal` (`"TERM"`, `"INT"`) to process `pid`, as a person would with kill(1).

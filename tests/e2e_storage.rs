@@ -1,0 +1,279 @@
+//! The attacks on udpftd's files, end to end with the real binaries: special files,
+//! crashes of either side mid-transfer, files changed while served, and names that try
+//! to forge log lines. (Confinement races are in tests/storage.rs, on the same code.)
+
+use std::fs;
+use std::io::Write;
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use udpft::wire::{Datagram, Message, Op, Request};
+
+mod common;
+use common::{Server, UDPFT, content, signal, uploads_open, wait_for};
+
+fn udpft_env(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
+    Command::new(UDPFT)
+        .current_dir(cwd)
+        .envs(envs.iter().copied())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("udpft runs")
+}
+
+fn udpft(cwd: &Path, args: &[&str]) -> Output {
+    udpft_env(cwd, args, &[])
+}
+
+fn spawn_udpft(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> Child {
+    Command::new(UDPFT)
+        .current_dir(cwd)
+        .envs(envs.iter().copied())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A file big enough that a transfer of it in 512-byte blocks is still running when
+/// the test acts on it (hundreds of thousands of round trips).
+fn big_file(path: &Path, mib: usize) {
+    let mut f = std::io::BufWriter::new(fs::File::create(path).unwrap());
+    for i in 0..mib {
+        f.write_all(&content(1 << 20, i as u64)).unwrap();
+    }
+}
+
+/// `mkfifo root/pipe` and one `get pipe` froze the whole server; now it is refused at
+/// once by its type, others keep being served, and SIGTERM still stops the server.
+#[test]
+fn special_files_never_freeze_the_server() {
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        root.path().join("pipe"),
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .unwrap();
+    let _sock = std::os::unix::net::UnixListener::bind(root.path().join("sock")).unwrap();
+    fs::write(root.path().join("ok.txt"), b"fine").unwrap();
+    let mut srv = Server::start(root.path(), &[]);
+    for (name, what) in [("pipe", "a FIFO"), ("sock", "a socket")] {
+        let o = udpft(cli.path(), &["get", &srv.addr, name, "x"]);
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+        let want = format!("'{name}' is {what}, not a regular file");
+        assert!(text(&o.stderr).contains(&want), "{}", text(&o.stderr));
+        assert!(!cli.path().join("x").exists());
+    }
+    let o = udpft(cli.path(), &["get", &srv.addr, "ok.txt"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(fs::read(cli.path().join("ok.txt")).unwrap(), b"fine");
+    let o = udpft(cli.path(), &["list", &srv.addr]);
+    assert_eq!(text(&o.stdout), "4\tok.txt\n");
+    signal(srv.child.id(), "TERM");
+    let st = srv
+        .wait_exit(Duration::from_secs(20))
+        .expect("udpftd stops");
+    assert!(st.success());
+}
+
+/// SIGKILL of the server during a put leaves nothing under any name, and nothing that
+/// outlives the next start: unnamed temporary files vanish with the process; named ones
+/// (the fallback) are swept when the server starts again.
+#[test]
+fn a_killed_server_leaves_no_upload_behind() {
+    let cli = tempfile::tempdir().unwrap();
+    big_file(&cli.path().join("big"), 32);
+    for named in [false, true] {
+        let root = tempfile::tempdir().unwrap();
+        let envs: &[(&str, &str)] = if named {
+            &[("UDPFT_NAMED_TEMP", "1")]
+        } else {
+            &[]
+        };
+        let mut srv = Server::start_with("127.0.0.1:0", root.path(), &[], envs);
+        let pid = srv.child.id();
+        let mut up = spawn_udpft(
+            cli.path(),
+            &["--block-size", "512", "put", &srv.addr, "big"],
+            &[],
+        );
+        wait_for("the upload to start", || uploads_open(pid, root.path()) > 0);
+        srv.child.kill().unwrap();
+        srv.child.wait().unwrap();
+        let _ = up.kill();
+        let _ = up.wait();
+        let left = names(root.path());
+        if !named {
+            assert!(left.is_empty(), "left behind: {left:?}");
+            continue;
+        }
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].starts_with(".udpft-") && left[0].ends_with(".part"));
+        // Clients can neither see nor name it; the next start removes it.
+        let _srv = Server::start_with("127.0.0.1:0", root.path(), &[], envs);
+        wait_for("the leftover to be swept", || names(root.path()).is_empty());
+    }
+}
+
+/// SIGKILL of the client during a get leaves nothing next to the target; in the named
+/// fallback, the next download to that directory removes the leftover.
+#[test]
+fn a_killed_client_leaves_no_download_behind() {
+    let root = tempfile::tempdir().unwrap();
+    big_file(&root.path().join("big"), 32);
+    fs::write(root.path().join("small"), b"s").unwrap();
+    let srv = Server::start(root.path(), &[]);
+    for named in [false, true] {
+        let cli = tempfile::tempdir().unwrap();
+        let envs: &[(&str, &str)] = if named {
+            &[("UDPFT_NAMED_TEMP", "1")]
+        } else {
+            &[]
+        };
+        let mut down = spawn_udpft(
+            cli.path(),
+            &["--block-size", "512", "get", &srv.addr, "big"],
+            envs,
+        );
+        wait_for("the download to start", || {
+            uploads_open(down.id(), cli.path()) > 0
+        });
+        down.kill().unwrap();
+        down.wait().unwrap();
+        let left = names(cli.path());
+        if !named {
+            assert!(left.is_empty(), "left behind: {left:?}");
+            continue;
+        }
+        assert_eq!(left.len(), 1, "{left:?}");
+        let o = udpft_env(cli.path(), &["get", &srv.addr, "small"], envs);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert_eq!(names(cli.path()), ["small"]);
+    }
+}
+
+/// A file truncated or extended while it is served reached the client as "verified";
+/// now the transfer fails on both sides with a message that says why, and the client
+/// keeps no file.
+#[test]
+fn a_file_changed_while_served_fails_on_both_sides() {
+    let root = tempfile::tempdir().unwrap();
+    let srv = Server::start(root.path(), &[]);
+    for (i, change) in ["truncate", "extend"].into_iter().enumerate() {
+        let cli = tempfile::tempdir().unwrap();
+        let name = format!("f{i}");
+        let path = root.path().join(&name);
+        big_file(&path, 16);
+        let down = spawn_udpft(
+            cli.path(),
+            &["--block-size", "128", "get", &srv.addr, &name],
+            &[],
+        );
+        let canon = path.canonicalize().unwrap();
+        wait_for("the server to open the file", || {
+            fs::read_dir(format!("/proc/{}/fd", srv.child.id()))
+                .unwrap()
+                .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+                .any(|t| t == canon)
+        });
+        let f = fs::File::options().write(true).open(&path).unwrap();
+        match change {
+            "truncate" => f.set_len(1 << 20).unwrap(),
+            _ => {
+                f.set_len(17 << 20).unwrap();
+                f.set_modified(std::time::SystemTime::now()).unwrap();
+            }
+        }
+        let o = down.wait_with_output().unwrap();
+        let err = text(&o.stderr);
+        assert!(!o.status.success(), "{change}: {err}");
+        assert!(
+            err.contains("changed while it was being sent") || err.contains("size mismatch"),
+            "{change}: {err}"
+        );
+        assert!(names(cli.path()).is_empty(), "{change}");
+        wait_for("the server's log line", || {
+            srv.log()
+                .lines()
+                .any(|l| l.contains(&format!("get '{name}'")) && l.contains("failed"))
+        });
+    }
+}
+
+/// A requested name with a newline and escape sequences forged a second server log
+/// line and wrote raw ESC bytes into the log; now every name and message is escaped.
+#[test]
+fn names_cannot_forge_log_lines() {
+    let root = tempfile::tempdir().unwrap();
+    let srv = Server::start(root.path(), &[]);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let evil = "x\nudpftd: 6.6.6.6:1 get 'forged': 1 B in 0.001 s, 0 resends: ok\u{1b}[2J\u{9b}31m";
+    let in_no_dir = format!("nodir/{evil}");
+    for (nonce, op, name) in [
+        (11u64, Op::Get, evil),
+        (12, Op::Put, in_no_dir.as_str()),
+        (13, Op::List, evil),
+    ] {
+        let d = Datagram {
+            session: nonce,
+            seq: 0,
+            message: Message::Request(Request {
+                op,
+                block_size: 1408,
+                size: 0,
+                name,
+            }),
+        };
+        let mut buf = vec![0u8; d.wire_len()];
+        let n = d.emit(&mut buf).unwrap();
+        sock.send_to(&buf[..n], &srv.addr).unwrap();
+        // Each is answered (refused): the log line is written by then.
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut reply = [0u8; 2048];
+        let (n, _) = sock.recv_from(&mut reply).unwrap();
+        let answer = Datagram::parse(&reply[..n]).unwrap();
+        let Message::Error { message, .. } = answer.message else {
+            panic!("expected a refusal, got {answer:?}");
+        };
+        assert!(!message.contains('\u{1b}'), "{message:?}");
+    }
+    let t = Instant::now();
+    let log = loop {
+        let log = srv.log();
+        if log.lines().count() >= 3 || t.elapsed() > Duration::from_secs(20) {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        !log.contains('\u{1b}') && !log.contains('\u{9b}'),
+        "{log:?}"
+    );
+    assert!(
+        !log.lines().any(|l| l.starts_with("udpftd: 6.6.6.6")),
+        "{log}"
+    );
+    assert_eq!(log.lines().count(), 3, "{log}");
+    assert!(log.contains("x\\nudpftd: 6.6.6.6:1"), "{log}");
+}
