@@ -32,7 +32,7 @@ fn main() {
     };
     let engine = Config {
         block_size: 1024,
-        max_retries: 30,
+        give_up: Duration::from_secs(30),
         trace: true,
         ..Config::default()
     };

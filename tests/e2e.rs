@@ -562,27 +562,19 @@ fn no_answer_is_reported() {
     let t = Instant::now();
     let o = udpft(
         cli.path(),
-        &["--timeout", "200ms", "--retries", "3", "get", &server, "x"],
+        &["--timeout", "200ms", "--idle", "1s", "get", &server, "x"],
     );
     assert!(t.elapsed() < Duration::from_secs(10));
-    assert_fails(
-        &o,
-        4,
-        &format!("no answer from 127.0.0.1:{port} after 4 tries over"),
-    );
+    assert_fails(&o, 4, &format!("no answer from 127.0.0.1:{port} for "));
     assert!(!cli.path().join("x").exists());
     assert!(temp_files(cli.path()).is_empty());
     // And a put of a missing server, too.
     fs::write(cli.path().join("p"), b"p").unwrap();
     let o = udpft(
         cli.path(),
-        &["--timeout", "100ms", "--retries", "2", "put", &server, "p"],
+        &["--timeout", "100ms", "--idle", "500ms", "put", &server, "p"],
     );
-    assert_fails(
-        &o,
-        4,
-        &format!("no answer from 127.0.0.1:{port} after 3 tries"),
-    );
+    assert_fails(&o, 4, &format!("no answer from 127.0.0.1:{port} for "));
 }
 
 /// Length and CRC32 of a file, read in chunks.

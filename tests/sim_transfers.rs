@@ -32,7 +32,7 @@ fn lossy(loss: f64) -> LinkConfig {
 fn cfg(block: u32, link: LinkConfig, seed: u64) -> SimConfig {
     let engine = Config {
         block_size: block,
-        max_retries: 30,
+        give_up: Duration::from_secs(30),
         ..Config::default()
     };
     SimConfig {
@@ -188,10 +188,8 @@ fn hopeless_link_fails_cleanly() {
     let bytes = data(50_000, 1);
     for seed in 0..20 {
         let mut c = cfg(512, lossy(0.9), seed);
-        c.client.max_retries = 4;
-        c.server.max_retries = 4;
-        c.client.idle_timeout = Duration::from_millis(500);
-        c.server.idle_timeout = Duration::from_millis(500);
+        c.client.give_up = Duration::from_millis(500);
+        c.server.give_up = Duration::from_millis(500);
         let (o, cap) = get(c, &bytes);
         assert!(!check(&o, &cap, &bytes, "hopeless get"));
         let (o, cap) = put(c, &bytes);
@@ -522,7 +520,7 @@ fn anti_amplification_budget_holds_until_the_client_is_validated() {
         }
     };
     let mut c = cfg(512, LinkConfig::default(), 1);
-    c.client.idle_timeout = Duration::from_secs(2);
+    c.client.give_up = Duration::from_secs(2);
     let (o, cap) = get_scripted(c, &bytes, &mut meter);
     assert!(!check(&o, &cap, &bytes, "unvalidated"));
     assert!(

@@ -26,9 +26,10 @@ struct Args {
     /// Ceiling of the retransmission timeout (e.g. 500ms, 2s, or plain seconds).
     #[arg(long, global = true, default_value = "1s", value_parser = parse_timeout)]
     timeout: Duration,
-    /// Resends of one packet before the server is declared silent.
-    #[arg(long, global = true, default_value_t = 12)]
-    retries: u32,
+    /// Give up after this long without progress (no new block acknowledged or
+    /// received, however often packets were resent meanwhile).
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_timeout)]
+    idle: Duration,
     /// Print nothing on success (errors still go to stderr).
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -80,7 +81,7 @@ fn main() -> ExitCode {
     let opts = ClientOptions {
         block_size: a.block_size,
         timeout: a.timeout,
-        retries: a.retries,
+        idle: a.idle,
         quiet: a.quiet,
         trace: a.trace,
         progress: true,

@@ -43,10 +43,8 @@ struct Args {
     /// Ceiling of the retransmission timeout (e.g. 500ms, 2s, or plain seconds).
     #[arg(long, default_value = "1s", value_parser = parse_timeout)]
     timeout: Duration,
-    /// Resends of one packet before a client is declared gone.
-    #[arg(long, default_value_t = 16)]
-    retries: u32,
-    /// An upload whose client says nothing for this long fails and is discarded.
+    /// A session without progress for this long (no new block acknowledged or
+    /// received, whatever the client sends) is dropped; an upload's data is discarded.
     #[arg(long, default_value = "10s", value_parser = parse_timeout)]
     idle: Duration,
     /// On SIGINT/SIGTERM, how long transfers in flight may still run.
@@ -82,7 +80,6 @@ fn main() -> ExitCode {
         allow_exit: a.allow_exit,
         max_block_size: a.max_block_size,
         timeout: a.timeout,
-        retries: a.retries,
         idle: a.idle,
         grace: a.grace,
         verbosity: if a.quiet {

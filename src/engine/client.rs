@@ -229,7 +229,11 @@ impl ClientSession {
         match &mut self.phase {
             Phase::Requesting {
                 out, resend_after, ..
-            } => match out.expire(now, &mut self.rto, self.cfg.max_retries) {
+            } => match out.expire(
+                now,
+                &mut self.rto,
+                out.first_sent().unwrap_or(now) + self.cfg.give_up,
+            ) {
                 Expiry::NotYet => {}
                 Expiry::Resend { after } => *resend_after = Some(after),
                 Expiry::GiveUp { tries, over } => self.fail(TransferError::NoAnswer {

@@ -50,10 +50,10 @@ pub struct Config {
     pub block_size: u32,
     /// Retransmission timeout bounds.
     pub rto: RtoConfig,
-    /// How many times one packet is resent before the peer is declared silent.
-    pub max_retries: u32,
-    /// A receiver that hears nothing valid for this long fails the transfer.
-    pub idle_timeout: Duration,
+    /// The longest either side goes without progress before it gives up: a sender
+    /// without a new acknowledgement (however many times it resent meanwhile), a
+    /// receiver without a new block (duplicates do not count). PROTOCOL.md §5.3.
+    pub give_up: Duration,
     /// The least time a receiver lingers after acknowledging DONE, to acknowledge a
     /// resent DONE. It lingers at least 8 retransmission timeouts in any case.
     pub linger: Duration,
@@ -61,24 +61,12 @@ pub struct Config {
     pub trace: bool,
 }
 
-impl Config {
-    /// The longest a sender with these settings keeps resending one packet before it
-    /// gives up: the ceiling times the number of tries. A server that received a put
-    /// lingers this long, so a client whose ack of DONE was lost always hears again.
-    pub fn retry_span(&self) -> Duration {
-        self.rto
-            .max
-            .saturating_mul(self.max_retries.saturating_add(1))
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
             block_size: crate::wire::DEFAULT_BLOCK_SIZE,
             rto: RtoConfig::default(),
-            max_retries: 16,
-            idle_timeout: Duration::from_secs(10),
+            give_up: Duration::from_secs(10),
             linger: Duration::ZERO,
             trace: false,
         }
@@ -123,15 +111,15 @@ impl Stats {
 /// Why a transfer failed. Each message names its cause so a person can act on it.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum TransferError {
-    /// The retry limit ran out: the peer stopped answering.
-    #[error("no answer from {peer} after {tries} tries over {:.1} s", .over.as_secs_f64())]
+    /// No progress for the give-up time: the peer stopped answering.
+    #[error("no answer from {peer} for {:.1} s ({tries} tries of the last packet)", .over.as_secs_f64())]
     NoAnswer {
         peer: SocketAddr,
         tries: u32,
         over: Duration,
     },
-    /// A receiver heard nothing from its sender for its idle timeout.
-    #[error("{peer} stopped sending: nothing heard for {:.1} s", .silent.as_secs_f64())]
+    /// A receiver got nothing new from its sender for the give-up time.
+    #[error("{peer} stopped sending: nothing new for {:.1} s", .silent.as_secs_f64())]
     Silent { peer: SocketAddr, silent: Duration },
     /// The peer sent an ERROR.
     #[error("{message}")]

@@ -38,7 +38,9 @@ pub struct Receiver {
     length: u64,
     crc: crc32fast::Hasher,
     phase: Phase,
-    last_heard: Instant,
+    /// When the last new block (or DONE) came, or the receiver started: duplicates do
+    /// not count, so a sender that only repeats itself cannot hold the stream open.
+    last_progress: Instant,
     /// The ack of the newest in-order packet and when it went out, while it has been
     /// sent only once: a round-trip sample is the time from it to the next block.
     newest_ack: Option<(Seq, Instant)>,
@@ -79,7 +81,7 @@ impl Receiver {
             length: 0,
             crc: crc32fast::Hasher::new(),
             phase: Phase::Receiving,
-            last_heard: now,
+            last_progress: now,
             newest_ack: None,
             rto,
             reply: vec![0; wire::OVERHEAD + 2 + wire::MAX_MESSAGE_LEN],
@@ -169,6 +171,7 @@ impl Receiver {
                 self.length += payload.len() as u64;
                 self.stats.bytes += payload.len() as u64;
                 self.expected += 1;
+                self.last_progress = now;
                 self.trace(Event::Received {
                     kind: Kind::Data,
                     seq,
@@ -236,7 +239,6 @@ impl Receiver {
             _ => return self.unexpected("packet out of sequence"),
         }
         self.stats.received += 1;
-        self.last_heard = now;
     }
 
     fn duplicate(&mut self, kind: Kind, seq: Seq, now: Instant) {
@@ -259,8 +261,8 @@ impl Receiver {
     /// Ends the linger, or fails the transfer if the sender has been silent too long.
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.phase {
-            Phase::Receiving if now >= self.last_heard + self.cfg.idle_timeout => {
-                let silent = now.saturating_duration_since(self.last_heard);
+            Phase::Receiving if now >= self.last_progress + self.cfg.give_up => {
+                let silent = now.saturating_duration_since(self.last_progress);
                 self.fail(
                     TransferError::Silent {
                         peer: self.peer,
@@ -287,7 +289,7 @@ impl Receiver {
     /// When [`Receiver::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Receiving => Some(self.last_heard + self.cfg.idle_timeout),
+            Phase::Receiving => Some(self.last_progress + self.cfg.give_up),
             Phase::Lingering { until } => Some(until),
             Phase::Over => None,
         }

@@ -3,7 +3,7 @@
 //! Shared by every side that sends something and waits for an answer: the client's
 //! REQUEST, the server's ACCEPT of a get, DATA and DONE. It implements the rules of
 //! PROTOCOL.md §5: resend only when the timer expires, back off exponentially, take
-//! round-trip samples only from packets sent once (Karn), give up after the retry limit.
+//! round-trip samples only from packets sent once (Karn), give up after the give-up time without progress.
 
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,8 @@ pub(crate) enum Expiry {
     NotYet,
     /// Resend now; the packet had been waiting `after`.
     Resend { after: Duration },
-    /// The retry limit is spent: `tries` sends over `over` went unanswered.
+    /// The give-up time passed without progress: `tries` sends of this packet over
+    /// `over` went unanswered.
     GiveUp { tries: u32, over: Duration },
 }
 
@@ -83,9 +84,15 @@ impl Outstanding {
         }
     }
 
+    /// When the first copy of this packet went out.
+    pub fn first_sent(&self) -> Option<Instant> {
+        self.first_sent
+    }
+
     /// Checks the timer at `now`. On expiry the estimator backs off and the packet is
-    /// marked for resending, unless the retry limit is spent.
-    pub fn expire(&mut self, now: Instant, rto: &mut RtoEstimator, max_retries: u32) -> Expiry {
+    /// marked for resending, unless `give_up_at` (the last progress plus the give-up
+    /// time) has passed.
+    pub fn expire(&mut self, now: Instant, rto: &mut RtoEstimator, give_up_at: Instant) -> Expiry {
         let Some(deadline) = self.deadline else {
             return Expiry::NotYet;
         };
@@ -93,7 +100,7 @@ impl Outstanding {
             return Expiry::NotYet;
         }
         let first = self.first_sent.unwrap_or(now);
-        if self.tries > max_retries {
+        if now >= give_up_at {
             self.deadline = None;
             return Expiry::GiveUp {
                 tries: self.tries,

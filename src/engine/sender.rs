@@ -44,6 +44,9 @@ pub struct Sender {
     length: u64,
     crc: crc32fast::Hasher,
     resend_after: Option<Duration>,
+    /// When the last new acknowledgement came (or the sender started): the give-up
+    /// time counts from here.
+    last_progress: Option<Instant>,
     /// An ERROR to send once, telling the peer why this side stopped.
     error_out: Option<usize>,
     status: Status,
@@ -82,6 +85,7 @@ impl Sender {
             length: 0,
             crc: crc32fast::Hasher::new(),
             resend_after: None,
+            last_progress: None,
             error_out: None,
             status: Status::Running,
             stats: Stats::default(),
@@ -176,6 +180,7 @@ impl Sender {
         self.stats.received += 1;
         match d.message {
             Message::Ack if d.seq == self.out.seq && self.out.transmitted() => {
+                self.last_progress = Some(now);
                 let rtt = self.out.acknowledged(now, &mut self.rto);
                 self.trace(Event::Acked {
                     kind: self.out.kind,
@@ -234,7 +239,11 @@ impl Sender {
         if self.phase == Phase::Over {
             return;
         }
-        match self.out.expire(now, &mut self.rto, self.cfg.max_retries) {
+        let since = self.last_progress.or(self.out.first_sent()).unwrap_or(now);
+        match self
+            .out
+            .expire(now, &mut self.rto, since + self.cfg.give_up)
+        {
             Expiry::NotYet => {}
             Expiry::Resend { after } => self.resend_after = Some(after),
             Expiry::GiveUp { tries, over } => self.fail(

@@ -128,10 +128,10 @@ impl ServerSession {
             block_size: cfg.block_size,
             size: 0,
         };
-        // Linger through the client's whole retry span: if our ack of DONE is lost, its
+        // Linger as long as a client gives up after: if our ack of DONE is lost, its
         // resent DONE must still find us, or a stored file would be reported as failed.
         let cfg = Config {
-            linger: cfg.linger.max(cfg.retry_span()),
+            linger: cfg.linger.max(cfg.give_up),
             ..cfg
         };
         let mut receiver = Receiver::new(

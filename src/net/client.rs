@@ -40,8 +40,8 @@ pub struct ClientOptions {
     pub block_size: u32,
     /// The ceiling of the retransmission timeout.
     pub timeout: Duration,
-    /// How many times one packet is resent before the server is declared silent.
-    pub retries: u32,
+    /// Give up after this long without progress.
+    pub idle: Duration,
     /// No summary.
     pub quiet: bool,
     /// One line per packet event on stderr.
@@ -57,7 +57,7 @@ impl Default for ClientOptions {
         ClientOptions {
             block_size: wire::DEFAULT_BLOCK_SIZE,
             timeout: Duration::from_secs(1),
-            retries: 12,
+            idle: Duration::from_secs(10),
             quiet: false,
             trace: false,
             progress: true,
@@ -206,8 +206,7 @@ pub fn run_session(
             max: opts.timeout,
             ..RtoConfig::default()
         },
-        max_retries: opts.retries,
-        idle_timeout: (opts.timeout * (opts.retries + 1)).max(Duration::from_secs(2)),
+        give_up: opts.idle,
         linger: Duration::ZERO,
         trace: opts.trace,
     };

@@ -44,9 +44,7 @@ pub struct ServerOptions {
     pub max_block_size: u32,
     /// The ceiling of the retransmission timeout.
     pub timeout: Duration,
-    /// How many times one packet is resent before the client is declared gone.
-    pub retries: u32,
-    /// An upload whose client is silent this long fails (and its temporary file goes).
+    /// A session without progress this long is dropped (an upload's data discarded).
     pub idle: Duration,
     /// On SIGINT/SIGTERM, how long transfers in flight may still run.
     pub grace: Duration,
@@ -66,7 +64,6 @@ impl Default for ServerOptions {
             allow_exit: false,
             max_block_size: wire::MAX_BLOCK_SIZE,
             timeout: Duration::from_secs(1),
-            retries: 16,
             idle: Duration::from_secs(10),
             grace: Duration::from_secs(5),
             verbosity: Verbosity::Normal,
@@ -503,8 +500,7 @@ impl State {
                 max: self.opts.timeout,
                 ..RtoConfig::default()
             },
-            max_retries: self.opts.retries,
-            idle_timeout: self.opts.idle,
+            give_up: self.opts.idle,
             linger: Duration::ZERO,
             trace: self.opts.trace,
         };
