@@ -84,6 +84,8 @@ pub struct RelayStats {
     pub to_client: LinkStats,
     /// Client addresses that have an upstream socket now.
     pub clients: usize,
+    /// Upstream sockets opened so far (one per client address, again after an idle close).
+    pub opened: u64,
     /// Upstream sockets closed after [`RelayConfig::idle_timeout`].
     pub idle_closed: u64,
     /// Datagrams that reached an upstream socket from an address other than the
@@ -445,6 +447,7 @@ impl Scheduler {
                 };
                 let socket = Arc::new(UdpSocket::bind(SocketAddr::new(any, 0))?);
                 let stop = Arc::new(AtomicBool::new(false));
+                self.counters.opened += 1;
                 spawn_reader(
                     socket.clone(),
                     Way::ServerToClient,
