@@ -29,6 +29,7 @@ fn main() {
         delay: Duration::from_micros(200),
         jitter: Duration::from_micros(100),
         reorder_by: Duration::from_micros(500),
+        ..Impairments::none()
     };
     let engine = Config {
         block_size: 1024,

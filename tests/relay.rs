@@ -195,7 +195,7 @@ fn reordered_datagrams_are_overtaken() {
         let mut m = Link::new(link, seed);
         let mut f = |b: &[u8]| {
             m.to_server
-                .decide(b.len())
+                .decide(Instant::now(), b)
                 .deliveries()
                 .next()
                 .unwrap()
@@ -312,13 +312,26 @@ fn decisions_match_the_link_model() {
     }
     let mut model = Link::new(link, seed);
     let expected: Vec<Vec<u8>> = (0..n)
-        .filter(|&i| model.to_server.decide(msg(i).len()).deliveries().count() == 1)
+        .filter(|&i| {
+            model
+                .to_server
+                .decide(Instant::now(), &msg(i))
+                .deliveries()
+                .count()
+                == 1
+        })
         .map(msg)
         .collect();
     // No quiet period to wait out: after the expected datagrams, the next one the model
     // lets through must come next (loopback keeps the order of one socket's datagrams).
     let mut next = n;
-    while model.to_server.decide(msg(next).len()).deliveries().count() == 0 {
+    while model
+        .to_server
+        .decide(Instant::now(), &msg(next))
+        .deliveries()
+        .count()
+        == 0
+    {
         next += 1;
     }
     for i in n..=next {
@@ -446,6 +459,17 @@ fn binary_refuses_bad_settings_with_exit_2() {
         (&["--corrupt-to-client", "-0.25"][..], "-0.25"),
         (&["--delay", "soon"][..], "soon"),
         (&["--nonsense"][..], "--nonsense"),
+        (
+            &["--fault", "to-client:data:0:drop"][..],
+            "not a number from 1",
+        ),
+        (
+            &["--fault", "to-client:syn:1:drop"][..],
+            "unknown packet type 'syn'",
+        ),
+        (&["--burst", "0.5"][..], "not P,R"),
+        (&["--rate", "fast"][..], "not a rate"),
+        (&["--queue", "5"][..], "--queue needs a --rate"),
     ] {
         let args: Vec<&str> = base.iter().chain(extra).copied().collect();
         let (code, err) = run_bin(&args);

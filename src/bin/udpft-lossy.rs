@@ -10,7 +10,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use clap::Parser;
-use udpft::link::{Impairments, LinkConfig};
+use udpft::link::{
+    DEFAULT_QUEUE, Fault, Faults, Gilbert, Impairments, LinkConfig, Rate, parse_rate,
+};
 use udpft::net::parse_duration;
 use udpft::net::relay::{DEFAULT_IDLE, Relay, RelayConfig};
 
@@ -89,6 +91,32 @@ struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     reorder_by_to_client: Option<Duration>,
 
+    /// Burst loss (Gilbert model): P the chance per datagram to enter the losing state,
+    /// R the chance to leave it (mean burst 1/R datagrams, loss rate P/(P+R)).
+    #[arg(long, value_name = "P,R", value_parser = Gilbert::parse)]
+    burst: Option<Gilbert>,
+    #[arg(long, value_name = "P,R", value_parser = Gilbert::parse)]
+    burst_to_server: Option<Gilbert>,
+    #[arg(long, value_name = "P,R", value_parser = Gilbert::parse)]
+    burst_to_client: Option<Gilbert>,
+
+    /// Rate limit, e.g. 100mbit, 1.5gbit, 64kbit (datagrams queue behind each other).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    rate: Option<u64>,
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    rate_to_server: Option<u64>,
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    rate_to_client: Option<u64>,
+    /// With a rate limit, at most this many datagrams wait (more are lost) [default: 1000].
+    #[arg(long, value_name = "N")]
+    queue: Option<usize>,
+
+    /// A scripted fault, DIRECTION:KIND:N:ACTION (repeatable): to-server or to-client;
+    /// request, accept, data, ack, done, error or any; the N-th of them (from 1); drop,
+    /// duplicate, corrupt or delay=DURATION. E.g. --fault to-client:data:1:drop
+    #[arg(long, value_name = "DIRECTION:KIND:N:ACTION", value_parser = parse_fault)]
+    fault: Vec<Fault>,
+
     /// Seeds the random decisions, so a run can be repeated [default: random, printed].
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
@@ -127,8 +155,29 @@ impl Cli {
                 self.reorder_by_to_client,
             )
             .unwrap_or(Duration::from_millis(2)),
+            burst: if to_server {
+                self.burst_to_server
+            } else {
+                self.burst_to_client
+            }
+            .or(self.burst),
+            rate: if to_server {
+                self.rate_to_server
+            } else {
+                self.rate_to_client
+            }
+            .or(self.rate)
+            .map(|bits_per_sec| Rate {
+                bits_per_sec,
+                queue: self.queue.unwrap_or(DEFAULT_QUEUE),
+            }),
+            faults: Faults::default(),
         }
     }
+}
+
+fn parse_fault(s: &str) -> Result<Fault, String> {
+    Fault::parse(s, parse_duration)
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -163,6 +212,13 @@ fn main() -> ExitCode {
         to_server: cli.impairments(true),
         to_client: cli.impairments(false),
     };
+    let link = match link.with_faults(&cli.fault) {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    if cli.queue.is_some() && link.to_server.rate.is_none() && link.to_client.rate.is_none() {
+        return fail("--queue needs a --rate (the queue holds what the rate limit delays)");
+    }
     let listen = match resolve("listen", &cli.listen) {
         Ok(a) => a,
         Err(e) => return fail(e),
@@ -220,8 +276,18 @@ fn main() -> ExitCode {
 }
 
 fn describe(i: &Impairments) -> String {
-    format!(
+    let mut s = format!(
         "drop {}, duplicate {}, reorder {} (by {:?}), corrupt {}, delay {:?} + jitter up to {:?}",
         i.drop, i.duplicate, i.reorder, i.reorder_by, i.corrupt, i.delay, i.jitter
-    )
+    );
+    if let Some(g) = i.burst {
+        s += &format!(", burst P {} R {}", g.p, g.r);
+    }
+    if let Some(r) = i.rate {
+        s += &format!(", rate {} bit/s, queue {}", r.bits_per_sec, r.queue);
+    }
+    for f in i.faults.iter() {
+        s += &format!(", fault {f}");
+    }
+    s
 }

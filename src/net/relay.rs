@@ -397,7 +397,7 @@ impl Scheduler {
                 }
             }
         }
-        let fate = self.link.direction(way).decide(b.len());
+        let fate = self.link.direction(way).decide(at, &b);
         for d in fate.deliveries() {
             let mut bytes = b.clone();
             if let Some(c) = d.corruption {
