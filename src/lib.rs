@@ -8,6 +8,7 @@
 //!   [`engine::Sender`] and [`engine::Receiver`], wrapped by the client's and the
 //!   server's session (handshake, anti-amplification). The caller passes `now`.
 //! - [`link`]: the lossy-link model (drop, duplicate, reorder, corrupt, delay), seeded.
+//! - [`pcapng`]: a capture writer (pcapng, synthesized IP/UDP headers) for Wireshark.
 //! - [`net`]: the drivers that touch the OS: sockets, files, the terminal.
 //! - [`text`]: names and messages from elsewhere made safe for logs and terminals.
 //! - [`sim`]: a virtual-clock driver that runs a client and a server session through
@@ -16,6 +17,7 @@
 pub mod engine;
 pub mod link;
 pub mod net;
+pub mod pcapng;
 pub mod rto;
 pub mod sim;
 pub mod text;

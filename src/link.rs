@@ -251,7 +251,7 @@ impl Fate {
 impl fmt::Display for Fate {
     /// What the link did to the datagram as a whole: "dropped", "dropped (burst)",
     /// "duplicated", "delayed 1.20 ms", "bit 197 flipped", "forwarded"; a scripted fault
-    /// names itself ("dropped by fault to-client:data:1:drop").
+    /// names itself ("dropped (fault to-client:data:1:drop)").
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match self.loss {
             Some(Loss::Random) | Some(Loss::Fault) => "dropped".to_string(),
@@ -264,8 +264,10 @@ impl fmt::Display for Fate {
                     let b = copies[1].to_string();
                     if a == "forwarded" && b == "forwarded" {
                         "duplicated".to_string()
+                    } else if a == b {
+                        format!("duplicated, both {a}")
                     } else {
-                        format!("duplicated: {a}; {b}")
+                        format!("duplicated, {a} and {b}")
                     }
                 } else {
                     copies.first().map_or(String::new(), |c| c.to_string())
@@ -274,7 +276,7 @@ impl fmt::Display for Fate {
         };
         f.write_str(&what)?;
         if let Some(fault) = self.fault {
-            write!(f, " by fault {fault}")?;
+            write!(f, " (fault {fault})")?;
         }
         Ok(())
     }

@@ -112,7 +112,7 @@ fn check_one(script: &str, target: usize) {
             FaultAction::Drop => {
                 assert!(copies.is_empty());
                 assert_eq!(fate.loss, Some(Loss::Fault));
-                assert_eq!(fate.to_string(), format!("dropped by fault {f}"));
+                assert_eq!(fate.to_string(), format!("dropped (fault {f})"));
             }
             FaultAction::Duplicate => {
                 assert_eq!(copies.len(), 2);
@@ -121,7 +121,7 @@ fn check_one(script: &str, target: usize) {
                         .iter()
                         .all(|c| c.after.is_zero() && c.corruption.is_none())
                 );
-                assert_eq!(fate.to_string(), format!("duplicated by fault {f}"));
+                assert_eq!(fate.to_string(), format!("duplicated (fault {f})"));
             }
             FaultAction::Corrupt => {
                 assert_eq!(copies.len(), 1);
@@ -376,7 +376,10 @@ fn relay_applies_the_same_script() {
         link,
         3,
     );
-    let relay = Relay::bind(cfg).unwrap().spawn().unwrap();
+    let mut relay = Relay::bind(cfg).unwrap();
+    let pcap = Shared::default();
+    relay.capture(Box::new(pcap.clone())).unwrap();
+    let relay = relay.spawn().unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     let sent = [
         datagram(Kind::Data, 1),
@@ -424,4 +427,64 @@ fn relay_applies_the_same_script() {
         ),
         (6, 4, 1, 6)
     );
+    // The capture has every datagram received (6) and sent (6), each with what the
+    // relay did to it.
+    let cap = pcap.0.lock().unwrap().clone();
+    let comments = comments(&cap);
+    assert_eq!(comments.len(), 12, "{comments:#?}");
+    for needle in [
+        "to-server #1 received: forwarded",
+        "to-server #1 sent: forwarded",
+        "to-server #2 received: dropped (fault to-server:data:2:drop)",
+        "to-server #3 received: duplicated (fault to-server:data:3:duplicate)",
+        "to-server #4 sent: bit ",
+        "to-server #5 received: delayed 200.0 ms (fault to-server:any:5:delay=200ms)",
+    ] {
+        assert!(
+            comments.iter().any(|c| c.starts_with(needle)),
+            "no {needle:?} in {comments:#?}"
+        );
+    }
+    assert!(!comments.iter().any(|c| c.starts_with("to-server #2 sent")));
+}
+
+/// A writer whose bytes the test can read after the relay is done with it.
+#[derive(Clone, Default)]
+struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The opt_comment of every Enhanced Packet Block of a little-endian pcapng capture.
+fn comments(b: &[u8]) -> Vec<String> {
+    let le32 = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < b.len() {
+        let (kind, len) = (le32(at), le32(at + 4));
+        if kind == 6 {
+            let caplen = le32(at + 20);
+            let mut o = at + 28 + caplen.div_ceil(4) * 4;
+            while o < at + len - 4 {
+                let code = u16::from_le_bytes([b[o], b[o + 1]]);
+                let l = u16::from_le_bytes([b[o + 2], b[o + 3]]) as usize;
+                if code == 1 {
+                    out.push(String::from_utf8_lossy(&b[o + 4..o + 4 + l]).into_owned());
+                }
+                if code == 0 {
+                    break;
+                }
+                o += 4 + l.div_ceil(4) * 4;
+            }
+        }
+        at += len;
+    }
+    out
 }

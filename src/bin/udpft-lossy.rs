@@ -4,7 +4,10 @@
 //! The decisions are made by the library's link model (`udpft::link`), the same one the
 //! simulator uses; this binary only parses settings and prints counters.
 
+use std::fs::File;
+use std::io::BufWriter;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -14,7 +17,7 @@ use udpft::link::{
     DEFAULT_QUEUE, Fault, Faults, Gilbert, Impairments, LinkConfig, Rate, parse_rate,
 };
 use udpft::net::parse_duration;
-use udpft::net::relay::{DEFAULT_IDLE, Relay, RelayConfig};
+use udpft::net::relay::{DEFAULT_IDLE, Relay, RelayConfig, report_json};
 
 /// Relay UDP datagrams between clients and a server through a lossy link.
 ///
@@ -116,6 +119,16 @@ struct Cli {
     /// duplicate, corrupt or delay=DURATION. E.g. --fault to-client:data:1:drop
     #[arg(long, value_name = "DIRECTION:KIND:N:ACTION", value_parser = parse_fault)]
     fault: Vec<Fault>,
+
+    /// Record every datagram received and sent, both directions, into this pcapng
+    /// file, each with a comment saying what the relay did to it (open it with
+    /// Wireshark or tshark; contrib/wireshark/udpft.lua decodes udpft).
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+    /// At exit, write a JSON summary here: the seed, the settings and, per direction,
+    /// how many datagrams got each action.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 
     /// Seeds the random decisions, so a run can be repeated [default: random, printed].
     #[arg(long, value_name = "N")]
@@ -236,9 +249,26 @@ fn main() -> ExitCode {
         },
         ..RelayConfig::new(listen, server, link, seed)
     };
-    let relay = match Relay::bind(cfg) {
+    let mut relay = match Relay::bind(cfg) {
         Ok(r) => r,
         Err(e) => return fail(e),
+    };
+    if let Some(path) = &cli.pcap {
+        let file = match File::create(path) {
+            Ok(f) => f,
+            Err(e) => return fail(format_args!("cannot create '{}': {e}", path.display())),
+        };
+        if let Err(e) = relay.capture(Box::new(BufWriter::new(file))) {
+            return fail(format_args!("cannot write '{}': {e}", path.display()));
+        }
+    }
+    // Created now, so a path that cannot be written fails before the run, not after.
+    let mut report = match &cli.report {
+        Some(path) => match File::create(path) {
+            Ok(f) => Some((path.clone(), f)),
+            Err(e) => return fail(format_args!("cannot create '{}': {e}", path.display())),
+        },
+        None => None,
     };
     let handle = match relay.spawn() {
         Ok(h) => h,
@@ -269,9 +299,17 @@ fn main() -> ExitCode {
             _ => break,
         }
     }
+    let listen = handle.local_addr();
     let stats = handle.stop();
     println!("udpft-lossy stopped");
     println!("{stats}");
+    if let Some((path, mut file)) = report.take() {
+        let json = report_json(&RelayConfig { listen, ..cfg }, &stats);
+        if let Err(e) = std::io::Write::write_all(&mut file, json.as_bytes()) {
+            eprintln!("udpft-lossy: cannot write '{}': {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
     ExitCode::SUCCESS
 }
 

@@ -140,6 +140,9 @@ impl fmt::Display for Fault {
             FaultAction::Drop => f.write_str("drop"),
             FaultAction::Duplicate => f.write_str("duplicate"),
             FaultAction::Corrupt => f.write_str("corrupt"),
+            FaultAction::Delay(d) if d.as_micros() % 1000 == 0 => {
+                write!(f, "delay={}ms", d.as_millis())
+            }
             FaultAction::Delay(d) => write!(f, "delay={}us", d.as_micros()),
         }
     }
@@ -211,7 +214,7 @@ mod tests {
         assert_eq!(f.to_string(), "to-client:data:1:drop");
         let f = Fault::parse("to-server:ack:3:delay=5ms", d).unwrap();
         assert_eq!(f.action, FaultAction::Delay(Duration::from_millis(5)));
-        assert_eq!(f.to_string(), "to-server:ack:3:delay=5000us");
+        assert_eq!(f.to_string(), "to-server:ack:3:delay=5ms");
         for (k, kind) in [
             ("request", Kind::Request),
             ("accept", Kind::Accept),
