@@ -288,8 +288,7 @@ fn tshark_decodes_a_relay_capture_as_the_relay_and_the_endpoints_report() {
         "a dropped and a corrupted DATA were both resent: {from_server:?}"
     );
     assert!(
-        log.contains(&format!("get 'f.bin': 5000 B in "))
-            && log.contains(&format!("{resent} resends: ok")),
+        log.contains("get 'f.bin': 5000 B in ") && log.contains(&format!("{resent} resends: ok")),
         "capture shows {resent} resends; server log:\n{log}"
     );
     // Every session id the dissector decoded after the REQUEST is the server's, as its
