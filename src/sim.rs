@@ -78,6 +78,8 @@ pub struct SimOutcome {
     pub trace: Vec<String>,
     /// What the link did to each datagram, in the order it was sent, if tracing was on.
     pub link_log: Vec<LinkEvent>,
+    /// The events behind `trace`: virtual time, side ("client" or "server"), event.
+    pub events: Vec<(Duration, &'static str, Event)>,
 }
 
 /// What the link did to one datagram: sent at `at` (virtual time since the start) the
@@ -270,6 +272,7 @@ pub fn run_scripted(
         wire.link.to_client.classify(true);
     }
     let mut trace = Vec::new();
+    let mut events = Vec::new();
     let mut scratch = vec![0u8; 2048];
     let mut hung = false;
 
@@ -286,10 +289,12 @@ pub fn run_scripted(
             let t = now - start;
             while let Some(e) = client.poll_event() {
                 trace.push(line(t, "client", &e));
+                events.push((t, "client", e));
             }
             if let Some(s) = server.as_mut() {
                 while let Some(e) = s.poll_event() {
                     trace.push(line(t, "server", &e));
+                    events.push((t, "server", e));
                 }
             }
         }
@@ -357,6 +362,7 @@ pub fn run_scripted(
         hung,
         trace,
         link_log: wire.log.map(|(_, l)| l).unwrap_or_default(),
+        events,
     }
 }
 
