@@ -52,6 +52,24 @@ fn packet_anatomy() {
     has(&out, "3 = DATA");
     has(&out, "4 = ACK");
     has(&out, "1 = REQUEST");
+    has(&out, "2 = ACCEPT");
+    has(&out, "5 = DONE");
+    has(&out, "6 = ERROR");
+    for field in [
+        "op",
+        "flags",
+        "block size",
+        "name len",
+        "padding",
+        "nonce",
+        "data",
+        "stream length",
+        "stream CRC32",
+        "error code",
+        "message",
+    ] {
+        has(&out, &format!("  {field} "));
+    }
     has(&out, "parse(damaged DATA)      -> rejected: bad checksum");
 }
 
