@@ -15,8 +15,9 @@
 use std::io::Cursor;
 use std::time::Duration;
 
+use udpft::diagram::packet_label;
 use udpft::engine::{Config, Job, Status};
-use udpft::link::{Impairments, LinkConfig};
+use udpft::link::{Impairments, LinkConfig, way_word};
 use udpft::sim::{self, Capture, ServerPlan, SimConfig};
 
 fn main() {
@@ -29,6 +30,7 @@ fn main() {
         delay: Duration::from_micros(200),
         jitter: Duration::from_micros(100),
         reorder_by: Duration::from_micros(500),
+        ..Impairments::none()
     };
     let engine = Config {
         block_size: 1024,
@@ -65,19 +67,41 @@ fn main() {
         ServerPlan::Serve(Box::new(Cursor::new(file.clone())), file.len() as u64),
     );
 
-    const HEAD: usize = 60;
+    // What the protocol did and what the link did, interleaved by virtual time: the
+    // link's line comes right after the send it judged.
+    let mut lines: Vec<(Duration, u8, String)> = out
+        .events
+        .iter()
+        .map(|(t, side, e)| (*t, 0, format!("{side}: {e}")))
+        .collect();
+    for l in &out.link_log {
+        let what = l
+            .fate
+            .packet
+            .map_or("datagram".to_string(), |(k, s)| packet_label(k, s));
+        lines.push((
+            l.at,
+            1,
+            format!("link:   {} {what}: {}", way_word(l.way), l.fate),
+        ));
+    }
+    lines.sort_by_key(|(t, order, _)| (*t, *order));
+    let lines: Vec<String> = lines
+        .into_iter()
+        .map(|(t, _, l)| format!("{:>9.3} ms  {l}", t.as_secs_f64() * 1e3))
+        .collect();
+    const HEAD: usize = 70;
     const TAIL: usize = 10;
-    println!("virtual time  side    event");
-    for l in out.trace.iter().take(HEAD) {
+    println!("virtual time  who     what");
+    for l in lines.iter().take(HEAD) {
         println!("{l}");
     }
-    if out.trace.len() > HEAD + TAIL {
-        println!("   ... {} more lines ...", out.trace.len() - HEAD - TAIL);
+    if lines.len() > HEAD + TAIL {
+        println!("   ... {} more lines ...", lines.len() - HEAD - TAIL);
     }
-    for l in out
-        .trace
+    for l in lines
         .iter()
-        .skip(HEAD.max(out.trace.len().saturating_sub(TAIL)))
+        .skip(HEAD.max(lines.len().saturating_sub(TAIL)))
     {
         println!("{l}");
     }

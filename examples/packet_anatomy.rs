@@ -11,7 +11,7 @@
 //! It builds a DATA, an ACK and a REQUEST with `udpft::wire`, prints each as a labelled
 //! hex dump, then flips one bit of the DATA and shows `Datagram::parse` reject it.
 
-use udpft::wire::{self, CRC_LEN, Datagram, HEADER_LEN, Message, Op, Request};
+use udpft::wire::{self, Accept, CRC_LEN, Datagram, ErrorCode, HEADER_LEN, Message, Op, Request};
 
 /// Prints `bytes` (at most 16 of them) as hex, with a label.
 fn row(label: &str, range: std::ops::Range<usize>, bytes: &[u8], meaning: &str) {
@@ -27,6 +27,136 @@ fn row(label: &str, range: std::ops::Range<usize>, bytes: &[u8], meaning: &str) 
         label,
         hex.join(" ")
     );
+}
+
+/// Printable text of some bytes, dots for the rest.
+fn text(b: &[u8]) -> String {
+    b.iter()
+        .take(48)
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        })
+        .collect()
+}
+
+/// The payload's own fields, per packet type (PROTOCOL.md §3).
+fn payload_fields(kind: u8, p: &[u8], bytes: &[u8]) {
+    let at = |r: std::ops::Range<usize>| HEADER_LEN + r.start..HEADER_LEN + r.end;
+    let be = |r: std::ops::Range<usize>| p[r].iter().fold(0u64, |a, &b| a << 8 | b as u64);
+    let op = |v: u64| match v {
+        1 => "get",
+        2 => "put",
+        3 => "list",
+        4 => "delete",
+        5 => "exit",
+        _ => "?",
+    };
+    match kind {
+        1 => {
+            let name_len = be(14..16) as usize;
+            row(
+                "  op",
+                at(0..1),
+                bytes,
+                &format!("{} = {}", p[0], op(p[0] as u64)),
+            );
+            row("  flags", at(1..2), bytes, "must be 0");
+            row(
+                "  block size",
+                at(2..6),
+                bytes,
+                &format!("{} bytes asked for", be(2..6)),
+            );
+            row(
+                "  size",
+                at(6..14),
+                bytes,
+                &format!("{} (the file's length for a put)", be(6..14)),
+            );
+            row(
+                "  name len",
+                at(14..16),
+                bytes,
+                &format!("{name_len} bytes"),
+            );
+            row(
+                "  name",
+                at(16..16 + name_len),
+                bytes,
+                &format!("{:?}", text(&p[16..16 + name_len])),
+            );
+            row(
+                "  padding",
+                at(16 + name_len..p.len()),
+                bytes,
+                "zeros up to 256 bytes in all (anti-amplification)",
+            );
+        }
+        2 => {
+            row(
+                "  nonce",
+                at(0..8),
+                bytes,
+                &format!("{:#x}: the REQUEST's session id", be(0..8)),
+            );
+            row(
+                "  op",
+                at(8..9),
+                bytes,
+                &format!("{} = {}", p[8], op(p[8] as u64)),
+            );
+            row("  flags", at(9..10), bytes, "must be 0");
+            row(
+                "  block size",
+                at(10..14),
+                bytes,
+                &format!("{} bytes granted", be(10..14)),
+            );
+            row(
+                "  size",
+                at(14..22),
+                bytes,
+                &format!("{} bytes to come", be(14..22)),
+            );
+        }
+        3 => row("  data", at(0..p.len()), bytes, &format!("{:?}", text(p))),
+        5 => {
+            row(
+                "  stream length",
+                at(0..8),
+                bytes,
+                &format!("{} bytes in all", be(0..8)),
+            );
+            row(
+                "  stream CRC32",
+                at(8..12),
+                bytes,
+                &format!("{:08x} of all of them", be(8..12)),
+            );
+        }
+        6 => {
+            row(
+                "  error code",
+                at(0..2),
+                bytes,
+                &format!("{} = not found", be(0..2)),
+            );
+            row(
+                "  message",
+                at(2..p.len()),
+                bytes,
+                &format!("{:?}", text(&p[2..])),
+            );
+        }
+        _ => println!(
+            "  {:>5}..{:<5} {:<16} (none)",
+            HEADER_LEN, HEADER_LEN, "payload"
+        ),
+    }
 }
 
 /// A labelled hex dump of one encoded datagram.
@@ -64,30 +194,7 @@ fn anatomy(title: &str, bytes: &[u8]) {
         &format!("{}", be64(12..20)),
     );
     row("payload length", 20..22, bytes, &format!("{len} bytes"));
-    if len > 0 {
-        let text: String = bytes[HEADER_LEN..HEADER_LEN + len]
-            .iter()
-            .take(24)
-            .map(|&b| {
-                if b.is_ascii_graphic() || b == b' ' {
-                    b as char
-                } else {
-                    '.'
-                }
-            })
-            .collect();
-        row(
-            "payload",
-            HEADER_LEN..HEADER_LEN + len,
-            bytes,
-            &format!("{text:?}"),
-        );
-    } else {
-        println!(
-            "  {:>5}..{:<5} {:<16} (none)",
-            HEADER_LEN, HEADER_LEN, "payload"
-        );
-    }
+    payload_fields(bytes[3], &bytes[HEADER_LEN..HEADER_LEN + len], bytes);
     let crc = u32::from_be_bytes(bytes[n - CRC_LEN..].try_into().unwrap());
     row(
         "CRC32",
@@ -134,6 +241,44 @@ fn main() {
     let n = request.emit(&mut buf).unwrap();
     anatomy(
         "REQUEST (get notes.txt; session id = the client's random nonce)",
+        &buf[..n],
+    );
+    let accept = Datagram {
+        session: 0x5eed_0000_0000_002a,
+        seq: 0,
+        message: Message::Accept(Accept {
+            nonce: 0x1234_5678_9abc_def0,
+            op: Op::Get,
+            block_size: wire::DEFAULT_BLOCK_SIZE,
+            size: 18,
+        }),
+    };
+    let n = accept.emit(&mut buf).unwrap();
+    anatomy(
+        "ACCEPT (the server's answer: its own session id, your nonce echoed)",
+        &buf[..n],
+    );
+    let done = Datagram {
+        session: 0x5eed_0000_0000_002a,
+        seq: 2,
+        message: Message::Done {
+            length: 18,
+            crc: wire::crc32(b"hello, lossy world"),
+        },
+    };
+    let n = done.emit(&mut buf).unwrap();
+    anatomy("DONE #2 (the end of a one-block stream)", &buf[..n]);
+    let error = Datagram {
+        session: 0x1234_5678_9abc_def0,
+        seq: 0,
+        message: Message::Error {
+            code: ErrorCode::NotFound,
+            message: "server has no file 'notes.txt'",
+        },
+    };
+    let n = error.emit(&mut buf).unwrap();
+    anatomy(
+        "ERROR (a refusal: it carries the REQUEST's nonce)",
         &buf[..n],
     );
     println!(

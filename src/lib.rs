@@ -10,14 +10,18 @@
 //! - [`link`]: the lossy-link model (drop, duplicate, reorder, corrupt, delay), seeded.
 //! - [`storage`]: files beneath a served root by directory handle, atomic files,
 //!   listings, files sent exactly as announced.
+//! - [`pcapng`]: a capture writer (pcapng, synthesized IP/UDP headers) for Wireshark.
 //! - [`net`]: the drivers that touch the OS: sockets, files, the terminal.
 //! - [`text`]: names and messages from elsewhere made safe for logs and terminals.
+//! - [`diagram`]: a transfer's trace drawn as a time-sequence diagram (terminal, Mermaid).
 //! - [`sim`]: a virtual-clock driver that runs a client and a server session through
 //!   the link model, used by tests and examples.
 
+pub mod diagram;
 pub mod engine;
 pub mod link;
 pub mod net;
+pub mod pcapng;
 pub mod rto;
 pub mod sim;
 pub mod storage;

@@ -127,6 +127,11 @@ impl RtoEstimator {
         self.srtt
     }
 
+    /// The round-trip variation (RTTVAR): zero before the first sample.
+    pub fn rttvar(&self) -> Duration {
+        self.rttvar
+    }
+
     /// The configuration this estimator was built with.
     pub fn config(&self) -> RtoConfig {
         self.config

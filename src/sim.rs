@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::engine::{
     ClientSession, Config, Event, Job, ServerSession, Sink, Stats, Status, reject,
 };
-use crate::link::{DelayQueue, Link, LinkConfig, LinkStats, Way};
+use crate::link::{DelayQueue, Fate, Link, LinkConfig, LinkStats, Way};
 use crate::wire::{Datagram, ErrorCode, Message, Op, SessionId};
 
 /// The client's address in the simulation.
@@ -76,6 +76,19 @@ pub struct SimOutcome {
     pub hung: bool,
     /// Every trace line, prefixed with the virtual time and the side, if tracing was on.
     pub trace: Vec<String>,
+    /// What the link did to each datagram, in the order it was sent, if tracing was on.
+    pub link_log: Vec<LinkEvent>,
+    /// The events behind `trace`: virtual time, side ("client" or "server"), event.
+    pub events: Vec<(Duration, &'static str, Event)>,
+}
+
+/// What the link did to one datagram: sent at `at` (virtual time since the start) the
+/// way `way`, with this fate (its copies arrive `after` later).
+#[derive(Debug, Clone, Copy)]
+pub struct LinkEvent {
+    pub at: Duration,
+    pub way: Way,
+    pub fate: Fate,
 }
 
 /// A sink that keeps what it receives where a test can read it afterwards, and records
@@ -193,11 +206,20 @@ impl Digest {
 struct Wire {
     link: Link,
     queue: DelayQueue<(Way, Vec<u8>)>,
+    /// `Some(start)` when the link's decisions are recorded.
+    log: Option<(Instant, Vec<LinkEvent>)>,
 }
 
 impl Wire {
     fn send(&mut self, now: Instant, way: Way, bytes: &[u8]) {
-        let fate = self.link.direction(way).decide(bytes.len());
+        let fate = self.link.direction(way).decide(now, bytes);
+        if let Some((start, log)) = self.log.as_mut() {
+            log.push(LinkEvent {
+                at: now - *start,
+                way,
+                fate,
+            });
+        }
         for d in fate.deliveries() {
             let mut copy = bytes.to_vec();
             if let Some(c) = d.corruption {
@@ -239,12 +261,18 @@ pub fn run_scripted(
     let mut plan = Some(plan);
     let mut server: Option<ServerSession> = None;
     let mut server_dropped = 0;
+    let tracing = cfg.client.trace || cfg.server.trace;
     let mut wire = Wire {
         link: Link::new(cfg.link, cfg.seed),
         queue: DelayQueue::default(),
+        log: tracing.then(|| (start, Vec::new())),
     };
+    if tracing {
+        wire.link.to_server.classify(true);
+        wire.link.to_client.classify(true);
+    }
     let mut trace = Vec::new();
-    let tracing = cfg.client.trace || cfg.server.trace;
+    let mut events = Vec::new();
     let mut scratch = vec![0u8; 2048];
     let mut hung = false;
 
@@ -261,10 +289,12 @@ pub fn run_scripted(
             let t = now - start;
             while let Some(e) = client.poll_event() {
                 trace.push(line(t, "client", &e));
+                events.push((t, "client", e));
             }
             if let Some(s) = server.as_mut() {
                 while let Some(e) = s.poll_event() {
                     trace.push(line(t, "server", &e));
+                    events.push((t, "server", e));
                 }
             }
         }
@@ -331,6 +361,8 @@ pub fn run_scripted(
         elapsed: now - start,
         hung,
         trace,
+        link_log: wire.log.map(|(_, l)| l).unwrap_or_default(),
+        events,
     }
 }
 

@@ -64,6 +64,7 @@ fn relay(server: SocketAddr, loss: f64, others: f64, seed: u64) -> RelayHandle {
         delay: Duration::from_micros(100),
         jitter: Duration::from_micros(100),
         reorder_by: Duration::from_millis(1),
+        ..Impairments::none()
     });
     let cfg = RelayConfig::new("127.0.0.1:0".parse().unwrap(), server, link, seed);
     Relay::bind(cfg).unwrap().spawn().unwrap()

@@ -52,6 +52,24 @@ fn packet_anatomy() {
     has(&out, "3 = DATA");
     has(&out, "4 = ACK");
     has(&out, "1 = REQUEST");
+    has(&out, "2 = ACCEPT");
+    has(&out, "5 = DONE");
+    has(&out, "6 = ERROR");
+    for field in [
+        "op",
+        "flags",
+        "block size",
+        "name len",
+        "padding",
+        "nonce",
+        "data",
+        "stream length",
+        "stream CRC32",
+        "error code",
+        "message",
+    ] {
+        has(&out, &format!("  {field} "));
+    }
     has(&out, "parse(damaged DATA)      -> rejected: bad checksum");
 }
 
@@ -69,10 +87,41 @@ fn stop_and_wait() {
 fn lossy_link() {
     let out = example("lossy_link");
     has(&out, "What the link did");
+    // The link's decisions interleaved with the protocol's events.
+    has(&out, "link:   to-client DATA #1: ");
+    has(&out, "link:   to-server ACK #");
+    has(&out, ": dropped\n");
     has(&out, "towards the server: ");
     has(&out, "What the protocol did about it");
     has(&out, "resends after a timeout");
     has(&out, "identical to the 20000 sent: true");
+}
+
+#[test]
+fn sequence_diagrams() {
+    let out = example("sequence_diagrams");
+    has(&out, "== 1. The first DATA packet is lost");
+    has(&out, "│── DATA #1 ────────✕");
+    has(&out, "dropped (fault to-server:data:1:drop)");
+    has(&out, "⏱");
+    has(
+        &out,
+        "client: timeout: RTO 1.80 ms = SRTT 0.60 + 4 × RTTVAR 0.30; DATA #1 resent, next RTO 3.60 ms",
+    );
+    has(&out, "== 2. The first ACK is lost");
+    has(&out, "✕───────── ACK #1 ──│");
+    has(
+        &out,
+        "server: duplicate data #1 acknowledged again (not written twice)",
+    );
+    has(&out, "== 3. An ACK is delayed past the timeout");
+    has(&out, "client: stale ack #1 ignored");
+    has(
+        &out,
+        "stale acks ignored by the client: 1; file stored intact: true",
+    );
+    has(&out, "sequenceDiagram\n    participant C as client");
+    has(&out, "    S->>C: ACK 1 at 0.900 ms (delayed 2.30 ms");
 }
 
 #[test]

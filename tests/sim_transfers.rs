@@ -26,6 +26,7 @@ fn lossy(loss: f64) -> LinkConfig {
         delay: Duration::from_micros(50),
         jitter: Duration::from_micros(30),
         reorder_by: Duration::from_micros(700),
+        ..Impairments::none()
     })
 }
 

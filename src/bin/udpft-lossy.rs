@@ -4,15 +4,20 @@
 //! The decisions are made by the library's link model (`udpft::link`), the same one the
 //! simulator uses; this binary only parses settings and prints counters.
 
+use std::fs::File;
+use std::io::BufWriter;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use clap::Parser;
-use udpft::link::{Impairments, LinkConfig};
+use udpft::link::{
+    DEFAULT_QUEUE, Fault, Faults, Gilbert, Impairments, LinkConfig, Rate, parse_rate,
+};
 use udpft::net::parse_duration;
-use udpft::net::relay::{DEFAULT_IDLE, Relay, RelayConfig};
+use udpft::net::relay::{DEFAULT_IDLE, Relay, RelayConfig, report_json};
 
 /// Relay UDP datagrams between clients and a server through a lossy link.
 ///
@@ -89,6 +94,42 @@ struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     reorder_by_to_client: Option<Duration>,
 
+    /// Burst loss (Gilbert model): P the chance per datagram to enter the losing state,
+    /// R the chance to leave it (mean burst 1/R datagrams, loss rate P/(P+R)).
+    #[arg(long, value_name = "P,R", value_parser = Gilbert::parse)]
+    burst: Option<Gilbert>,
+    #[arg(long, value_name = "P,R", value_parser = Gilbert::parse)]
+    burst_to_server: Option<Gilbert>,
+    #[arg(long, value_name = "P,R", value_parser = Gilbert::parse)]
+    burst_to_client: Option<Gilbert>,
+
+    /// Rate limit, e.g. 100mbit, 1.5gbit, 64kbit (datagrams queue behind each other).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    rate: Option<u64>,
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    rate_to_server: Option<u64>,
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    rate_to_client: Option<u64>,
+    /// With a rate limit, at most this many datagrams wait (more are lost) [default: 1000].
+    #[arg(long, value_name = "N")]
+    queue: Option<usize>,
+
+    /// A scripted fault, DIRECTION:KIND:N:ACTION (repeatable): to-server or to-client;
+    /// request, accept, data, ack, done, error or any; the N-th of them (from 1); drop,
+    /// duplicate, corrupt or delay=DURATION. E.g. --fault to-client:data:1:drop
+    #[arg(long, value_name = "DIRECTION:KIND:N:ACTION", value_parser = parse_fault)]
+    fault: Vec<Fault>,
+
+    /// Record every datagram received and sent, both directions, into this pcapng
+    /// file, each with a comment saying what the relay did to it (open it with
+    /// Wireshark or tshark; contrib/wireshark/udpft.lua decodes udpft).
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+    /// At exit, write a JSON summary here: the seed, the settings and, per direction,
+    /// how many datagrams got each action.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+
     /// Seeds the random decisions, so a run can be repeated [default: random, printed].
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
@@ -127,8 +168,29 @@ impl Cli {
                 self.reorder_by_to_client,
             )
             .unwrap_or(Duration::from_millis(2)),
+            burst: if to_server {
+                self.burst_to_server
+            } else {
+                self.burst_to_client
+            }
+            .or(self.burst),
+            rate: if to_server {
+                self.rate_to_server
+            } else {
+                self.rate_to_client
+            }
+            .or(self.rate)
+            .map(|bits_per_sec| Rate {
+                bits_per_sec,
+                queue: self.queue.unwrap_or(DEFAULT_QUEUE),
+            }),
+            faults: Faults::default(),
         }
     }
+}
+
+fn parse_fault(s: &str) -> Result<Fault, String> {
+    Fault::parse(s, parse_duration)
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -163,6 +225,13 @@ fn main() -> ExitCode {
         to_server: cli.impairments(true),
         to_client: cli.impairments(false),
     };
+    let link = match link.with_faults(&cli.fault) {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    if cli.queue.is_some() && link.to_server.rate.is_none() && link.to_client.rate.is_none() {
+        return fail("--queue needs a --rate (the queue holds what the rate limit delays)");
+    }
     let listen = match resolve("listen", &cli.listen) {
         Ok(a) => a,
         Err(e) => return fail(e),
@@ -180,9 +249,26 @@ fn main() -> ExitCode {
         },
         ..RelayConfig::new(listen, server, link, seed)
     };
-    let relay = match Relay::bind(cfg) {
+    let mut relay = match Relay::bind(cfg) {
         Ok(r) => r,
         Err(e) => return fail(e),
+    };
+    if let Some(path) = &cli.pcap {
+        let file = match File::create(path) {
+            Ok(f) => f,
+            Err(e) => return fail(format_args!("cannot create '{}': {e}", path.display())),
+        };
+        if let Err(e) = relay.capture(Box::new(BufWriter::new(file))) {
+            return fail(format_args!("cannot write '{}': {e}", path.display()));
+        }
+    }
+    // Created now, so a path that cannot be written fails before the run, not after.
+    let mut report = match &cli.report {
+        Some(path) => match File::create(path) {
+            Ok(f) => Some((path.clone(), f)),
+            Err(e) => return fail(format_args!("cannot create '{}': {e}", path.display())),
+        },
+        None => None,
     };
     let handle = match relay.spawn() {
         Ok(h) => h,
@@ -213,15 +299,33 @@ fn main() -> ExitCode {
             _ => break,
         }
     }
+    let listen = handle.local_addr();
     let stats = handle.stop();
     println!("udpft-lossy stopped");
     println!("{stats}");
+    if let Some((path, mut file)) = report.take() {
+        let json = report_json(&RelayConfig { listen, ..cfg }, &stats);
+        if let Err(e) = std::io::Write::write_all(&mut file, json.as_bytes()) {
+            eprintln!("udpft-lossy: cannot write '{}': {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
     ExitCode::SUCCESS
 }
 
 fn describe(i: &Impairments) -> String {
-    format!(
+    let mut s = format!(
         "drop {}, duplicate {}, reorder {} (by {:?}), corrupt {}, delay {:?} + jitter up to {:?}",
         i.drop, i.duplicate, i.reorder, i.reorder_by, i.corrupt, i.delay, i.jitter
-    )
+    );
+    if let Some(g) = i.burst {
+        s += &format!(", burst P {} R {}", g.p, g.r);
+    }
+    if let Some(r) = i.rate {
+        s += &format!(", rate {} bit/s, queue {}", r.bits_per_sec, r.queue);
+    }
+    for f in i.faults.iter() {
+        s += &format!(", fault {f}");
+    }
+    s
 }

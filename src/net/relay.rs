@@ -35,7 +35,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::link::{DelayQueue, Link, LinkConfig, LinkStats, Way};
+use std::io::Write;
+use std::time::SystemTime;
+
+use crate::link::{DelayQueue, Delivery, Fate, Link, LinkConfig, LinkStats, Way, way_word};
+use crate::pcapng::{LinkType, PcapWriter};
 
 /// How often a socket thread wakes from `recv_from` to see whether it should stop.
 pub const POLL: Duration = Duration::from_millis(250);
@@ -84,6 +88,8 @@ pub struct RelayStats {
     pub to_client: LinkStats,
     /// Client addresses that have an upstream socket now.
     pub clients: usize,
+    /// Upstream sockets opened so far (one per client address, again after an idle close).
+    pub opened: u64,
     /// Upstream sockets closed after [`RelayConfig::idle_timeout`].
     pub idle_closed: u64,
     /// Datagrams that reached an upstream socket from an address other than the
@@ -103,6 +109,79 @@ impl fmt::Display for RelayStats {
     }
 }
 
+/// A JSON report of a run: the seed, the settings and, per direction, the count of
+/// every action (what `udpft-lossy --report` writes at exit). Hand-written: a fixed,
+/// flat shape with numbers and a few strings does not need a serializer.
+pub fn report_json(cfg: &RelayConfig, stats: &RelayStats) -> String {
+    fn num(v: f64) -> String {
+        if v.is_finite() {
+            format!("{v}")
+        } else {
+            "null".into()
+        }
+    }
+    fn dur(d: Duration) -> String {
+        num(d.as_secs_f64() * 1e3)
+    }
+    fn string(s: &str) -> String {
+        let mut o = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' => o.push_str("\\\""),
+                '\\' => o.push_str("\\\\"),
+                c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+                c => o.push(c),
+            }
+        }
+        o.push('"');
+        o
+    }
+    let direction = |imp: &crate::link::Impairments, st: &LinkStats| {
+        let faults: Vec<String> = imp.faults.iter().map(|f| string(&f.to_string())).collect();
+        let burst = imp.burst.map_or("null".into(), |g| {
+            format!("{{\"p\": {}, \"r\": {}}}", num(g.p), num(g.r))
+        });
+        let rate = imp.rate.map_or("null".into(), |r| {
+            format!(
+                "{{\"bits_per_sec\": {}, \"queue\": {}}}",
+                r.bits_per_sec, r.queue
+            )
+        });
+        let counts: Vec<String> = st
+            .fields()
+            .iter()
+            .map(|(k, v)| format!("\"{k}\": {v}"))
+            .collect();
+        format!(
+            "{{\n    \"settings\": {{\"drop\": {}, \"duplicate\": {}, \"reorder\": {}, \
+             \"corrupt\": {}, \"delay_ms\": {}, \"jitter_ms\": {}, \"reorder_by_ms\": {}, \
+             \"burst\": {burst}, \"rate\": {rate}, \"faults\": [{}]}},\n    \"counts\": {{{}}}\n  }}",
+            num(imp.drop),
+            num(imp.duplicate),
+            num(imp.reorder),
+            num(imp.corrupt),
+            dur(imp.delay),
+            dur(imp.jitter),
+            dur(imp.reorder_by),
+            faults.join(", "),
+            counts.join(", ")
+        )
+    };
+    format!(
+        "{{\n  \"seed\": {},\n  \"listen\": {},\n  \"server\": {},\n  \"to_server\": {},\n  \
+         \"to_client\": {},\n  \"clients_opened\": {},\n  \"idle_closed\": {},\n  \
+         \"ignored\": {}\n}}\n",
+        cfg.seed,
+        string(&cfg.listen.to_string()),
+        string(&cfg.server.to_string()),
+        direction(&cfg.link.to_server, &stats.to_server),
+        direction(&cfg.link.to_client, &stats.to_client),
+        stats.opened,
+        stats.idle_closed,
+        stats.ignored
+    )
+}
+
 /// One message from a socket thread (or the owner) to the scheduler.
 enum Msg {
     /// A datagram arrived: `client` is whose it is (the sender itself on the listen
@@ -119,6 +198,10 @@ enum Msg {
 
 /// A copy waiting for its delivery time.
 struct Pending {
+    /// The datagram's number in its direction, from 1.
+    number: u64,
+    /// What the link decided for this copy.
+    delivery: Delivery,
     way: Way,
     /// Whose datagram it is.
     client: SocketAddr,
@@ -141,6 +224,54 @@ struct Upstream {
 pub struct Relay {
     cfg: RelayConfig,
     listen: Arc<UdpSocket>,
+    capture: Option<Capture>,
+}
+
+/// The relay's pcapng recording: every datagram received and every copy sent, with a
+/// comment saying what the link did.
+struct Capture {
+    out: PcapWriter<Box<dyn Write + Send>>,
+    /// A wall-clock time and the monotonic instant it was read at, for timestamps.
+    epoch: (Instant, Duration),
+    /// The highest datagram number delivered so far, per direction (to-server,
+    /// to-client), to tell which datagram a late one was reordered behind.
+    delivered: [u64; 2],
+    /// The local address the OS sends from towards the server, and towards clients
+    /// when the listen address is unspecified (a wildcard bind hides it).
+    towards_server: IpAddr,
+    towards_client: HashMap<IpAddr, IpAddr>,
+    failed: bool,
+}
+
+impl Capture {
+    fn time(&self, at: Instant) -> Duration {
+        self.epoch.1 + at.saturating_duration_since(self.epoch.0)
+    }
+
+    fn write(&mut self, at: Instant, src: SocketAddr, dst: SocketAddr, b: &[u8], what: &str) {
+        let t = self.time(at);
+        if let Err(e) = self.out.udp(t, src, dst, b, what)
+            && !self.failed
+        {
+            self.failed = true;
+            eprintln!("udpft-lossy: writing the capture failed: {e}");
+        }
+    }
+}
+
+/// The local address the OS would send from to reach `to` (a connected UDP socket
+/// reveals it without sending anything); `fallback` when it cannot tell.
+fn route_from(to: IpAddr, fallback: IpAddr) -> IpAddr {
+    let any: SocketAddr = match to {
+        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    UdpSocket::bind(any)
+        .and_then(|s| {
+            s.connect((to, 9))?;
+            s.local_addr()
+        })
+        .map_or(fallback, |a| a.ip())
 }
 
 impl Relay {
@@ -159,7 +290,29 @@ impl Relay {
         Ok(Relay {
             cfg,
             listen: Arc::new(listen),
+            capture: None,
         })
+    }
+
+    /// Records every datagram received and sent, as pcapng, into `out` (flushed when
+    /// the relay stops).
+    pub fn capture(&mut self, out: Box<dyn Write + Send>) -> io::Result<()> {
+        let server = self.cfg.server.ip();
+        let listen = self.listen.local_addr()?;
+        self.capture = Some(Capture {
+            out: PcapWriter::new(out, LinkType::RawIp, &format!("udpft-lossy {listen}"))?,
+            epoch: (
+                Instant::now(),
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default(),
+            ),
+            delivered: [0; 2],
+            towards_server: route_from(server, listen.ip()),
+            towards_client: HashMap::new(),
+            failed: false,
+        });
+        Ok(())
     }
 
     /// The address clients should send to (with the port the OS chose, if it was 0).
@@ -189,7 +342,9 @@ impl Relay {
             tx: tx.clone(),
             stats: stats.clone(),
             counters: RelayStats::default(),
+            capture: self.capture,
         };
+
         let scheduler = thread::Builder::new()
             .name("relay-scheduler".into())
             .spawn(move || sched.run(rx))?;
@@ -321,6 +476,7 @@ struct Scheduler {
     tx: Sender<Msg>,
     stats: Arc<Mutex<RelayStats>>,
     counters: RelayStats,
+    capture: Option<Capture>,
 }
 
 impl Scheduler {
@@ -373,7 +529,36 @@ impl Scheduler {
         for u in self.upstreams.values() {
             u.stop.store(true, Ordering::Relaxed);
         }
+        if let Some(c) = self.capture.as_mut()
+            && let Err(e) = c.out.flush()
+        {
+            eprintln!("udpft-lossy: writing the capture failed: {e}");
+        }
         self.publish();
+    }
+
+    /// The relay's own address on the side facing `client` (what the client sent to).
+    fn client_facing(&mut self, client: SocketAddr) -> SocketAddr {
+        let listen = self.listen.local_addr().unwrap_or(self.cfg.listen);
+        if !listen.ip().is_unspecified() {
+            return listen;
+        }
+        let ip = match self.capture.as_mut() {
+            Some(c) => *c
+                .towards_client
+                .entry(client.ip())
+                .or_insert_with(|| route_from(client.ip(), listen.ip())),
+            None => listen.ip(),
+        };
+        SocketAddr::new(ip, listen.port())
+    }
+
+    /// The relay's own address on the side facing the server, for `client`'s upstream.
+    fn server_facing(&self, client: SocketAddr) -> Option<SocketAddr> {
+        let c = self.capture.as_ref()?;
+        let u = self.upstreams.get(&client)?;
+        let port = u.socket.local_addr().ok()?.port();
+        Some(SocketAddr::new(c.towards_server, port))
     }
 
     /// Gives one arriving datagram its fate and queues its copies.
@@ -395,7 +580,10 @@ impl Scheduler {
                 }
             }
         }
-        let fate = self.link.direction(way).decide(b.len());
+        let fate = self.link.direction(way).decide(at, &b);
+        if self.capture.is_some() {
+            self.record_arrival(way, client, from, at, &b, &fate);
+        }
         for d in fate.deliveries() {
             let mut bytes = b.clone();
             if let Some(c) = d.corruption {
@@ -404,6 +592,8 @@ impl Scheduler {
             self.queue.push(
                 at + d.after,
                 Pending {
+                    number: fate.number,
+                    delivery: d,
                     way,
                     client,
                     from,
@@ -414,10 +604,59 @@ impl Scheduler {
         self.publish();
     }
 
+    fn record_arrival(
+        &mut self,
+        way: Way,
+        client: SocketAddr,
+        from: SocketAddr,
+        at: Instant,
+        b: &[u8],
+        fate: &Fate,
+    ) {
+        let to = match way {
+            Way::ClientToServer => self.client_facing(client),
+            Way::ServerToClient => match self.server_facing(client) {
+                Some(a) => a,
+                None => return,
+            },
+        };
+        let what = format!("{} #{} received: {fate}", way_word(way), fate.number);
+        if let Some(c) = self.capture.as_mut() {
+            c.write(at, from, to, b, &what);
+        }
+    }
+
+    fn record_sending(&mut self, p: &Pending, to: SocketAddr, now: Instant) {
+        let from = match p.way {
+            Way::ClientToServer => match self.server_facing(p.client) {
+                Some(a) => a,
+                None => return,
+            },
+            Way::ServerToClient => self.client_facing(p.client),
+        };
+        let Some(c) = self.capture.as_mut() else {
+            return;
+        };
+        let last = &mut c.delivered[(p.way == Way::ServerToClient) as usize];
+        let mut what = format!("{} #{} sent: {}", way_word(p.way), p.number, p.delivery);
+        if *last > p.number {
+            what += &format!(", reordered behind #{last}");
+        }
+        *last = (*last).max(p.number);
+        c.write(now, from, to, &p.bytes, &what);
+    }
+
     fn deliver(&mut self, p: Pending, now: Instant) {
         let r = match p.way {
             Way::ClientToServer => match self.upstream(p.client, now) {
-                Ok(u) => u.socket.send_to(&p.bytes, u.server),
+                Ok(u) => {
+                    let to = u.server;
+                    let r = u.socket.send_to(&p.bytes, to);
+                    if self.capture.is_some() {
+                        self.record_sending(&p, to, now);
+                    }
+                    r
+                }
                 Err(e) => Err(e),
             },
             Way::ServerToClient => {
@@ -426,7 +665,11 @@ impl Scheduler {
                 if let Some(u) = self.upstreams.get_mut(&p.client) {
                     u.server = p.from;
                 }
-                self.listen.send_to(&p.bytes, p.client)
+                let r = self.listen.send_to(&p.bytes, p.client);
+                if self.capture.is_some() {
+                    self.record_sending(&p, p.client, now);
+                }
+                r
             }
         };
         if let Err(e) = r {
@@ -445,6 +688,7 @@ impl Scheduler {
                 };
                 let socket = Arc::new(UdpSocket::bind(SocketAddr::new(any, 0))?);
                 let stop = Arc::new(AtomicBool::new(false));
+                self.counters.opened += 1;
                 spawn_reader(
                     socket.clone(),
                     Way::ServerToClient,
