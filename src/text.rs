@@ -8,9 +8,18 @@
 use std::borrow::Cow;
 
 /// Whether `c` must not reach a log or a terminal as it is: control characters (C0, DEL
-/// and C1) and the Unicode bidirectional embeddings, overrides and isolates.
+/// and C1), the Unicode line and paragraph separators, the bidirectional marks,
+/// embeddings, overrides and isolates, and the zero-width characters.
 fn unsafe_char(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{feff}'
+        )
 }
 
 fn push_escaped(out: &mut String, c: char) {
@@ -70,6 +79,7 @@ mod tests {
         assert_eq!(escape("a\nb\tc\\d\u{7}"), "a\\nb\\tc\\\\d\\x07");
         assert_eq!(escape("x\r\u{1b}[2J\u{9b}"), "x\\r\\x1b[2J\\x9b");
         assert_eq!(escape("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
+        assert_eq!(escape("a\u{2028}b\u{200b}"), "a\\u{2028}b\\u{200b}");
         // Reversible: a name that looks like an escape is shown with its backslash doubled.
         assert_ne!(escape("a\\nb"), escape("a\nb"));
     }

@@ -277,3 +277,84 @@ fn names_cannot_forge_log_lines() {
     assert_eq!(log.lines().count(), 3, "{log}");
     assert!(log.contains("x\\nudpftd: 6.6.6.6:1"), "{log}");
 }
+
+/// Found by the attacker: an ERROR message from a client went into the server's log
+/// line raw (a forged line, escape sequences). Now a peer's message is escaped too.
+#[test]
+fn a_peers_error_message_cannot_forge_log_lines() {
+    let root = tempfile::tempdir().unwrap();
+    fs::write(root.path().join("f"), vec![7u8; 100_000]).unwrap();
+    let srv = Server::start(root.path(), &[]);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let send = |d: Datagram| {
+        let mut buf = vec![0u8; d.wire_len()];
+        let n = d.emit(&mut buf).unwrap();
+        sock.send_to(&buf[..n], &srv.addr).unwrap();
+    };
+    send(Datagram {
+        session: 21,
+        seq: 0,
+        message: Message::Request(Request {
+            op: Op::Get,
+            block_size: 512,
+            size: 0,
+            name: "f",
+        }),
+    });
+    let mut reply = [0u8; 2048];
+    let id = loop {
+        let (n, _) = sock.recv_from(&mut reply).unwrap();
+        if let Ok(d) = Datagram::parse(&reply[..n])
+            && let Message::Accept(_) = d.message
+        {
+            break d.session;
+        }
+    };
+    let evil =
+        "bye\nudpftd: 10.0.0.1:53 delete '/etc/passwd': ok\u{1b}]0;PWNED\u{7}\u{9b}2J\u{202e}";
+    send(Datagram {
+        session: id,
+        seq: 0,
+        message: Message::Error {
+            code: udpft::wire::ErrorCode::Aborted,
+            message: evil,
+        },
+    });
+    wait_for("the session's log line", || srv.log().contains("get 'f'"));
+    let log = srv.log();
+    assert_eq!(
+        log.lines().filter(|l| l.contains("get 'f'")).count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        !log.lines().any(|l| l.starts_with("udpftd: 10.0.0.1")),
+        "{log}"
+    );
+    for bad in ['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}'] {
+        assert!(!log.contains(bad), "{bad:?} in {log:?}");
+    }
+    assert!(log.contains("bye\\nudpftd: 10.0.0.1:53"), "{log}");
+}
+
+/// Found by the attacker: each completed upload lingers (to re-acknowledge a resent
+/// DONE), and lingering sessions filled the table: one client's stream of small puts
+/// locked everyone out ("server busy: 0 transfers in progress"). Now the longest-
+/// lingering session gives way to a new one.
+#[test]
+fn a_stream_of_small_puts_does_not_lock_others_out() {
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    fs::write(cli.path().join("small"), b"tiny").unwrap();
+    // At most 2 transfers, so 8 sessions in all, lingering ones included.
+    let srv = Server::start(root.path(), &["--max-sessions", "2", "--overwrite"]);
+    for i in 0..30 {
+        let o = udpft(cli.path(), &["put", &srv.addr, "small"]);
+        assert!(o.status.success(), "put {i}: {}", text(&o.stderr));
+    }
+    let o = udpft(cli.path(), &["list", &srv.addr]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "4\tsmall\n");
+}

@@ -307,6 +307,61 @@ fn sweeping_removes_only_the_dead() {
     assert_eq!(names(d), ["a", "f"]);
 }
 
+/// A name ending in `/` names a directory: it is never taken for the file.
+#[test]
+fn a_trailing_slash_names_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("sub")).unwrap();
+    fs::write(dir.path().join("sub/f"), b"x").unwrap();
+    for root in roots(dir.path()) {
+        for name in ["sub/f/", "sub/f/."] {
+            let r = root.open_file(name).unwrap_err();
+            assert_eq!(r.code, ErrorCode::BadRequest, "{name}");
+            assert!(r.message.contains("names a directory"), "{r}");
+            assert_eq!(
+                root.create(name, true).unwrap_err().code,
+                ErrorCode::BadRequest
+            );
+            assert_eq!(root.delete(name).unwrap_err().code, ErrorCode::BadRequest);
+        }
+        assert!(listing(&root, "sub/").is_ok());
+    }
+    assert_eq!(fs::read(dir.path().join("sub/f")).unwrap(), b"x");
+}
+
+/// Found by the attacker: the sweep removed users' own files that merely looked like
+/// leftovers (`.udpft-notes.part`). Now only our exact names, owned by the sweeping
+/// user, are ever removed.
+#[test]
+fn sweeping_never_touches_a_users_look_alike_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mine = ".udpft-00000000000000cc.part";
+    let look_alikes = [
+        ".udpft-notes.part",
+        ".udpft-00000000000000CC.part",
+        ".udpft-0000000000000000c.part",
+    ];
+    for n in look_alikes.iter().chain([&mine]) {
+        fs::write(d.join(n), b"user data").unwrap();
+    }
+    let root = Root::new(d).unwrap();
+    assert_eq!(sweep_tree(root.handle()).unwrap(), 1);
+    let mut want: Vec<String> = look_alikes.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(names(d), want);
+    // A file of our exact shape that belongs to another user is not ours to remove
+    // (only root can make one here; the suite runs as root in CI).
+    if rustix::process::geteuid().is_root() {
+        fs::write(d.join(mine), b"user data").unwrap();
+        std::os::unix::fs::chown(d.join(mine), Some(65534), Some(65534)).unwrap();
+        assert_eq!(sweep_tree(root.handle()).unwrap(), 0);
+        assert!(d.join(mine).exists());
+    } else {
+        eprintln!("not root: the other-owner half of this test did not run");
+    }
+}
+
 /// The attack that broke name-based checks: a local user swaps a directory inside the
 /// root with a symlink that leads out (`renameat2(RENAME_EXCHANGE)` in a loop) while
 /// get, put, put with overwrite and delete run. Nothing outside may ever be read,

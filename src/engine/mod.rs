@@ -121,8 +121,9 @@ pub enum TransferError {
     /// A receiver got nothing new from its sender for the give-up time.
     #[error("{peer} stopped sending: nothing new for {:.1} s", .silent.as_secs_f64())]
     Silent { peer: SocketAddr, silent: Duration },
-    /// The peer sent an ERROR.
-    #[error("{message}")]
+    /// The peer sent an ERROR. Displayed with control characters escaped: the text is
+    /// the peer's, and ends up in logs and on terminals.
+    #[error("{}", crate::text::sanitize(.message))]
     Remote { code: ErrorCode, message: String },
     /// DONE's length or CRC32 disagrees with what was received.
     #[error(

@@ -472,6 +472,20 @@ impl State {
             return self.refuse(from, nonce, req, len, &r);
         }
         let running = self.running();
+        // Sessions that only linger (answered, or completed and waiting to re-acknowledge
+        // a resent DONE) give way to new ones: the one that has lingered longest goes.
+        // Without this, one client's stream of small puts filled the table for everyone.
+        if running < self.opts.max_sessions
+            && self.sessions.len() >= self.opts.max_sessions.saturating_mul(LINGER_FACTOR)
+            && let Some(oldest) = self
+                .sessions
+                .iter()
+                .filter(|(_, e)| e.answered || *e.s.status() != Status::Running)
+                .min_by_key(|(_, e)| e.started)
+                .map(|(id, _)| *id)
+        {
+            self.remove(oldest, now);
+        }
         if running >= self.opts.max_sessions
             || self.sessions.len() >= self.opts.max_sessions.saturating_mul(LINGER_FACTOR)
         {

@@ -125,7 +125,12 @@ impl AtomicFile {
             )
         };
         let (file, temp) = match unnamed {
-            Ok(fd) => (File::from(fd), None),
+            Ok(fd) => {
+                // Locked like a named one: for the instant a commit with overwrite links
+                // it under a hidden name before the rename, a sweep must leave it alone.
+                rustix::fs::flock(&fd, FlockOperation::LockExclusive).map_err(errno)?;
+                (File::from(fd), None)
+            }
             Err(e) if no_tmpfile(e) => {
                 let (f, t) = Self::named_temp(&dir)?;
                 (f, Some(t))
@@ -151,7 +156,7 @@ impl AtomicFile {
                 dir,
                 &t,
                 OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
+                Mode::from_raw_mode(0o666),
             ) {
                 Ok(fd) => fd,
                 Err(Errno::EXIST) => continue,

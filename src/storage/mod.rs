@@ -61,9 +61,18 @@ impl std::fmt::Display for Refusal {
 pub const TEMP_PREFIX: &str = ".udpft-";
 pub const TEMP_SUFFIX: &str = ".part";
 
-/// Whether `name` is one of our named temporary files.
+/// Whether `name` is one of our named temporary files: exactly `.udpft-`, 16 lower-case
+/// hex digits, `.part`. (Requests may name nothing of that shape, listings hide it, and
+/// only such names, owned by the sweeping user and unlocked, are ever swept.)
 pub fn is_temp_name(name: &str) -> bool {
-    name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) && name.len() > 12
+    name.strip_prefix(TEMP_PREFIX)
+        .and_then(|r| r.strip_suffix(TEMP_SUFFIX))
+        .is_some_and(|hex| {
+            hex.len() == 16
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
 }
 
 /// The refusal for an OS error met while serving `name`. `name` is shown escaped.

@@ -94,6 +94,22 @@ pub fn check_name(name: &str) -> Result<PathBuf, Refusal> {
     Ok(rel)
 }
 
+/// [`check_name`] for a name that must name a file: one that ends in `/` names a
+/// directory (as `ls notes.txt/` fails), so it is refused rather than read as the file.
+fn check_file_name(name: &str) -> Result<PathBuf, Refusal> {
+    let rel = check_name(name)?;
+    if name.ends_with('/') || name.ends_with("/.") {
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
+            format!(
+                "'{}' ends in '/', which names a directory; name the file without it",
+                escape(name)
+            ),
+        ));
+    }
+    Ok(rel)
+}
+
 fn errno(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
 }
@@ -168,19 +184,23 @@ impl Root {
             rel
         };
         match self.resolver {
-            Resolver::Openat2 => loop {
-                match rustix::fs::openat2(
-                    &self.dir,
-                    rel,
-                    flags | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-                ) {
-                    // The kernel asks for a retry when a rename raced the lookup.
-                    Err(Errno::AGAIN) => continue,
-                    r => return r.map_err(errno),
+            Resolver::Openat2 => {
+                let mut tries = 0;
+                loop {
+                    match rustix::fs::openat2(
+                        &self.dir,
+                        rel,
+                        flags | OFlags::CLOEXEC,
+                        Mode::empty(),
+                        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+                    ) {
+                        // The kernel asks for a retry when a rename raced the lookup; a
+                        // few, so that a local user renaming in a loop cannot spin us.
+                        Err(Errno::AGAIN) if tries < 64 => tries += 1,
+                        r => return r.map_err(errno),
+                    }
                 }
-            },
+            }
             Resolver::Walk => self.walk(rel, flags),
         }
     }
@@ -258,14 +278,22 @@ impl Root {
     /// or device is refused by its type ("'pipe' is a FIFO, not a regular file"), and a
     /// directory with a hint to list it.
     pub fn open_file(&self, name: &str) -> Result<FileSource, Refusal> {
-        let rel = check_name(name)?;
-        let fd = self
-            .open_beneath(&rel, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY)
-            .map_err(|e| match e.raw_os_error() {
-                // Opening a socket file fails with ENXIO: say what it is.
-                Some(n) if n == Errno::NXIO.raw_os_error() => not_regular(name, "a socket"),
-                _ => io_refusal(name, &e),
-            })?;
+        let rel = check_file_name(name)?;
+        let fd =
+            self.open_beneath(&rel, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY)
+                .map_err(|e| match e.raw_os_error() {
+                    // Opening a socket file, or a device with nothing behind it, fails with
+                    // ENXIO: look at what it is without opening it for reading.
+                    Some(n) if n == Errno::NXIO.raw_os_error() => {
+                        match self.open_beneath(&rel, OFlags::PATH).and_then(|fd| {
+                            Ok(FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode))
+                        }) {
+                            Ok(t) => not_regular(name, type_name(t)),
+                            Err(e) => io_refusal(name, &e),
+                        }
+                    }
+                    _ => io_refusal(name, &e),
+                })?;
         let st = rustix::fs::fstat(&fd).map_err(|e| io_refusal(name, &errno(e)))?;
         match FileType::from_raw_mode(st.st_mode) {
             FileType::RegularFile => {}
@@ -300,7 +328,7 @@ impl Root {
 
     /// The directory that holds `name`, open, and the last component of `name`.
     fn parent(&self, name: &str) -> Result<(OwnedFd, OsString), Refusal> {
-        let rel = check_name(name)?;
+        let rel = check_file_name(name)?;
         let Some(file_name) = rel.file_name() else {
             return Err(Refusal::new(
                 ErrorCode::BadRequest,

@@ -8,8 +8,9 @@ use rustix::fs::{AtFlags, Dir, FileType, FlockOperation, Mode, OFlags};
 
 use super::is_temp_name;
 
-/// Removes `name` from `dir` if it is one of our named temporary files and no living
-/// process holds its lock. Returns whether it was removed.
+/// Removes `name` from `dir` if it is one of our named temporary files (by name, owned
+/// by this process's user) and no living process holds its lock. Returns whether it was
+/// removed.
 fn sweep_entry(dir: BorrowedFd<'_>, name: &CStr) -> bool {
     let Ok(fd) = rustix::fs::openat(
         dir,
@@ -22,7 +23,10 @@ fn sweep_entry(dir: BorrowedFd<'_>, name: &CStr) -> bool {
     let Ok(st) = rustix::fs::fstat(&fd) else {
         return false;
     };
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+    // Only our own files: a user's file that merely looks like one is never touched.
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
+        || st.st_uid != rustix::process::geteuid().as_raw()
+    {
         return false;
     }
     // The owner holds an exclusive lock for as long as it lives; a lock we can take
@@ -58,15 +62,21 @@ pub fn sweep_dir(dir: BorrowedFd<'_>) -> io::Result<usize> {
 const MAX_DEPTH: usize = 64;
 
 /// Removes the leftovers of killed transfers from `root` and every directory below it
-/// (to a depth of 64), never following a symlink and never leaving `root`'s filesystem.
-/// Returns how many. Directories it cannot read are passed over. Holds two descriptors
-/// per level, whatever the width of the tree.
+/// (to a depth of 64), never following a symlink and never entering another mount (a
+/// bind mount of the same filesystem included). Returns how many. Directories it cannot
+/// read are passed over. Holds two descriptors per level, whatever the width of the tree.
 pub fn sweep_tree(root: BorrowedFd<'_>) -> io::Result<usize> {
-    let dev = rustix::fs::fstat(root)?.st_dev;
-    Ok(sweep_below(root, dev, 0))
+    let mount = mount_id(root)?;
+    Ok(sweep_below(root, mount, 0))
 }
 
-fn sweep_below(dir: BorrowedFd<'_>, dev: u64, depth: usize) -> usize {
+/// The mount a directory is on (device numbers cannot tell bind mounts apart).
+fn mount_id(dir: BorrowedFd<'_>) -> io::Result<u64> {
+    let st = rustix::fs::statx(dir, "", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::MNT_ID)?;
+    Ok(st.stx_mnt_id)
+}
+
+fn sweep_below(dir: BorrowedFd<'_>, mount: u64, depth: usize) -> usize {
     let mut removed = sweep_dir(dir).unwrap_or(0);
     if depth >= MAX_DEPTH {
         return removed;
@@ -93,9 +103,9 @@ fn sweep_below(dir: BorrowedFd<'_>, dev: u64, depth: usize) -> usize {
             name,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
-        ) && rustix::fs::fstat(&sub).is_ok_and(|s| s.st_dev == dev)
+        ) && mount_id(sub.as_fd()).is_ok_and(|m| m == mount)
         {
-            removed += sweep_below(sub.as_fd(), dev, depth + 1);
+            removed += sweep_below(sub.as_fd(), mount, depth + 1);
         }
     }
     removed
