@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use udpft::link::{Impairments, LinkConfig};
 use udpft::net::parse_duration;
 use udpft::net::relay::{DEFAULT_IDLE, Relay, RelayConfig};
@@ -36,56 +36,70 @@ struct Cli {
     /// Probability of losing a datagram.
     #[arg(long, value_name = "P")]
     drop: Option<f64>,
+    /// --drop, towards the server only (overrides --drop).
     #[arg(long, value_name = "P")]
     drop_to_server: Option<f64>,
+    /// --drop, towards the client only (overrides --drop).
     #[arg(long, value_name = "P")]
     drop_to_client: Option<f64>,
 
     /// Probability of delivering a datagram twice.
     #[arg(long, value_name = "P")]
     duplicate: Option<f64>,
+    /// --duplicate, towards the server only (overrides --duplicate).
     #[arg(long, value_name = "P")]
     duplicate_to_server: Option<f64>,
+    /// --duplicate, towards the client only (overrides --duplicate).
     #[arg(long, value_name = "P")]
     duplicate_to_client: Option<f64>,
 
     /// Probability of holding a datagram back by --reorder-by, so later ones overtake it.
     #[arg(long, value_name = "P")]
     reorder: Option<f64>,
+    /// --reorder, towards the server only (overrides --reorder).
     #[arg(long, value_name = "P")]
     reorder_to_server: Option<f64>,
+    /// --reorder, towards the client only (overrides --reorder).
     #[arg(long, value_name = "P")]
     reorder_to_client: Option<f64>,
 
     /// Probability of flipping 1 to 3 bits of a datagram.
     #[arg(long, value_name = "P")]
     corrupt: Option<f64>,
+    /// --corrupt, towards the server only (overrides --corrupt).
     #[arg(long, value_name = "P")]
     corrupt_to_server: Option<f64>,
+    /// --corrupt, towards the client only (overrides --corrupt).
     #[arg(long, value_name = "P")]
     corrupt_to_client: Option<f64>,
 
     /// One-way latency added to every datagram.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     delay: Option<Duration>,
+    /// --delay, towards the server only (overrides --delay).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     delay_to_server: Option<Duration>,
+    /// --delay, towards the client only (overrides --delay).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     delay_to_client: Option<Duration>,
 
     /// Up to this much extra latency, uniformly at random.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     jitter: Option<Duration>,
+    /// --jitter, towards the server only (overrides --jitter).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     jitter_to_server: Option<Duration>,
+    /// --jitter, towards the client only (overrides --jitter).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     jitter_to_client: Option<Duration>,
 
     /// How long a reordered datagram is held back [default: 2ms].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     reorder_by: Option<Duration>,
+    /// --reorder-by, towards the server only (overrides --reorder-by).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     reorder_by_to_server: Option<Duration>,
+    /// --reorder-by, towards the client only (overrides --reorder-by).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     reorder_by_to_client: Option<Duration>,
 
@@ -98,6 +112,10 @@ struct Cli {
     /// Close a client's upstream socket after this long without traffic.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
     idle_timeout: Duration,
+    /// Write udpft-lossy's man page (man) or its completions for a shell (bash, zsh,
+    /// fish, elvish, powershell) to stdout, and exit.
+    #[arg(long, value_enum, value_name = "WHAT", exclusive = true)]
+    generate: Option<udpft::cli::Generate>,
 }
 
 impl Cli {
@@ -144,19 +162,38 @@ fn resolve(what: &str, s: &str) -> Result<SocketAddr, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
+    // --generate is looked at before the required arguments are.
+    let parsed = Cli::command().try_get_matches().and_then(|m| {
+        match m.get_one::<udpft::cli::Generate>("generate") {
+            Some(what) => Ok(Err(*what)),
+            None => Cli::from_arg_matches(&m).map(Ok),
+        }
+    });
+    let cli = match parsed {
+        Ok(Ok(c)) => c,
+        Ok(Err(what)) => {
+            return match udpft::cli::generate(what, Cli::command(), &mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            };
+        }
         Err(e) if !e.use_stderr() => {
             // --help, --version
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // One line: clap's first, without its "error: " prefix.
+            // One line: clap's message up to the usage, without its "error: " prefix,
+            // so that the missing arguments' names are part of it.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            return fail(format_args!("{first} (see --help)"));
+            let msg: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let msg = msg.join(" ");
+            let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+            return fail(format_args!("{msg} (see --help)"));
         }
     };
     let link = LinkConfig {
@@ -224,4 +261,14 @@ fn describe(i: &Impairments) -> String {
         "drop {}, duplicate {}, reorder {} (by {:?}), corrupt {}, delay {:?} + jitter up to {:?}",
         i.drop, i.duplicate, i.reorder, i.reorder_by, i.corrupt, i.delay, i.jitter
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -4,8 +4,8 @@
 //! - [`addr`]: `host[:port]` parsing and resolution (default port 6969, IPv6 in brackets).
 //! - [`fs`]: confinement of remote paths to the served root, atomic files, listings.
 //! - [`server`]: the `udpftd` event loop (one socket, many sessions).
-//! - [`client`]: one client session over a connected socket, progress and summary.
-//! - [`shell`]: the interactive `ftp>` shell.
+//! - [`client`]: the client driver: one session per command over a connected socket,
+//!   scp's path rules, every resolved address tried, typed errors. It prints nothing.
 //! - [`write_behind`]: file writes on a thread of their own, overlapping the network.
 //! - [`relay`]: the `udpft-lossy` relay: the link model between real sockets.
 
@@ -14,7 +14,6 @@ pub mod client;
 pub mod fs;
 pub mod relay;
 pub mod server;
-pub mod shell;
 pub mod write_behind;
 
 use std::io;
