@@ -43,9 +43,9 @@ A command written with a leading '-' (-get x) may fail without ending a script.
 Tab completes commands, local paths and remote names.";
 
 /// Every command, for completion.
-const COMMANDS: [&str; 18] = [
+const COMMANDS: [&str; 17] = [
     "ls", "list", "get", "put", "mget", "mput", "delete", "rm", "lcd", "lpwd", "lls", "exit",
-    "quit", "bye", "help", "?", "!", "cd",
+    "quit", "bye", "help", "?", "!",
 ];
 
 /// Splits a command line into words; `"..."` and `'...'` group words with spaces.
