@@ -499,6 +499,12 @@ impl Client {
                 }));
             }
         };
+        if let Err(e) = sock.set_nonblocking(true) {
+            return Ok(Err(ClientError::Socket {
+                addr: server,
+                message: format!("cannot open a socket: {e}"),
+            }));
+        }
         let nonce = loop {
             let n = rand::rng().random::<u64>();
             if n != 0 {
@@ -579,7 +585,14 @@ impl Client {
             }
             let complete = done_at.is_some();
             if refused && !complete {
-                // Port unreachable: no process has the port (any more).
+                // Port unreachable: no process has the port (any more). What the server
+                // said before it went (an ERROR: "shutting down") may still wait unread
+                // behind the error; it is the better explanation.
+                drain(&sock, &mut buf, &mut s);
+                if !matches!(s.status(), Status::Running) {
+                    refused = false;
+                    continue;
+                }
                 s.abort("nothing is listening");
                 break Err(ClientError::NothingListening {
                     at: server.to_string(),
@@ -692,6 +705,18 @@ impl Client {
                 bad_checksum: stats.bad_checksum,
                 srtt,
             })),
+        }
+    }
+}
+
+/// Feeds every datagram already queued on `sock` to the session, without waiting.
+fn drain(sock: &UdpSocket, buf: &mut [u8], s: &mut ClientSession) {
+    // Bounded: a flood must not keep the client here.
+    for _ in 0..1024 {
+        match sock.recv(buf) {
+            Ok(n) => s.handle_datagram(Instant::now(), &buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(_) => return,
         }
     }
 }
