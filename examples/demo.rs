@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use udpft::net::client::{self, ClientOptions};
+use udpft::net::client::{Client, ClientOptions};
 use udpft::net::server::{Server, ServerOptions, Verbosity};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -46,15 +46,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let opts = ClientOptions {
         block_size: 8192,
-        progress: false,
         ..ClientOptions::default()
     };
-    let put = client::put(addr, &original, Some("hello.bin"), &opts)?;
+    let mut client = Client::to(addr, opts);
+    let put = client.put(&original, Some("hello.bin"))?;
     println!("client: {put}");
     let copy = local.path().join("copy.bin");
-    let get = client::get(addr, "hello.bin", Some(&copy), &opts)?;
+    let get = client.get("hello.bin", Some(&copy))?;
     println!("client: {get}");
-    let (listing, _) = client::list(addr, None, &opts)?;
+    let (listing, _) = client.list(None)?;
     println!("client: list of the served directory:");
     for line in listing.lines() {
         println!("    {line}");

@@ -14,9 +14,14 @@
 //! - [`net`]: the drivers that touch the OS: sockets, files, the terminal.
 //! - [`text`]: names and messages from elsewhere made safe for logs and terminals.
 //! - [`diagram`]: a transfer's trace drawn as a time-sequence diagram (terminal, Mermaid).
+//! - [`cli`] (feature `cli`, on by default): man pages and completions for the programs.
+//!   Without the feature the library compiles no argument parser, line editor or
+//!   progress bar.
 //! - [`sim`]: a virtual-clock driver that runs a client and a server session through
 //!   the link model, used by tests and examples.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod diagram;
 pub mod engine;
 pub mod link;

@@ -230,11 +230,9 @@ fn refusals_reach_the_client_and_the_server_keeps_running() {
     assert_ok(&udpft(cli.path(), &["put", &srv2.addr, "x"]));
     assert_eq!(fs::read(root.path().join("x")).unwrap(), b"client copy");
 
-    // Read-only refuses put and delete, even with --overwrite and --allow-delete.
-    let srv3 = Server::start(
-        root.path(),
-        &["--read-only", "--overwrite", "--allow-delete"],
-    );
+    // Read-only refuses put and delete (--overwrite and --allow-delete contradict it:
+    // tests/client.rs shows they are refused).
+    let srv3 = Server::start(root.path(), &["--read-only"]);
     fs::write(cli.path().join("new"), b"n").unwrap();
     let o = udpft(cli.path(), &["put", &srv3.addr, "new"]);
     assert_fails(&o, 3, "read-only");
@@ -521,11 +519,12 @@ fn shell_from_stdin() {
     let data = content(70_000, 5);
     fs::write(cli.path().join("s.bin"), &data).unwrap();
     let srv = Server::start(root.path(), &[]);
+    // A leading '-' lets a command fail without ending the script.
     let input = "ls\n\
                  put s.bin\n\
-                 frobnicate now\n\
-                 get\n\
-                 get missing\n\
+                 -frobnicate now\n\
+                 -get\n\
+                 -get missing\n\
                  get s.bin back.bin\n\
                  help\n\
                  ls\n\
@@ -553,19 +552,16 @@ fn shell_from_stdin() {
 #[test]
 fn no_answer_is_reported() {
     let cli = tempfile::tempdir().unwrap();
-    // A port where nothing listens.
-    let port = {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.local_addr().unwrap().port()
-    };
-    let server = format!("127.0.0.1:{port}");
+    // A socket that never answers (nothing listening is tests/client.rs's business).
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let server = silent.local_addr().unwrap().to_string();
     let t = Instant::now();
     let o = udpft(
         cli.path(),
         &["--timeout", "200ms", "--idle", "1s", "get", &server, "x"],
     );
     assert!(t.elapsed() < Duration::from_secs(10));
-    assert_fails(&o, 4, &format!("no answer from 127.0.0.1:{port} for "));
+    assert_fails(&o, 4, &format!("no answer from {server} for "));
     assert!(!cli.path().join("x").exists());
     assert!(temp_files(cli.path()).is_empty());
     // And a put of a missing server, too.
@@ -574,7 +570,7 @@ fn no_answer_is_reported() {
         cli.path(),
         &["--timeout", "100ms", "--idle", "500ms", "put", &server, "p"],
     );
-    assert_fails(&o, 4, &format!("no answer from 127.0.0.1:{port} for "));
+    assert_fails(&o, 4, &format!("no answer from {server} for "));
 }
 
 /// Length and CRC32 of a file, read in chunks.

@@ -125,9 +125,9 @@ fn transfers_through(loss: f64, others: f64, seed: u64) {
         // (some corrupted copies may arrive after the client has finished).
         let detected = count(&err, "datagram with a bad checksum dropped");
         let corrupted = r.stats().to_client.corrupted - before;
-        // The summary reports the same count when there is one to report.
+        // The summary reports the same count.
         let reported = summary
-            .split_once(" datagrams with a bad checksum dropped")
+            .split_once(" dropped for a bad checksum")
             .map_or(0, |(head, _)| {
                 head.rsplit(' ').next().unwrap().parse().unwrap()
             });

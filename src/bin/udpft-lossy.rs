@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use udpft::link::{
     DEFAULT_QUEUE, Fault, Faults, Gilbert, Impairments, LinkConfig, Rate, parse_rate,
 };
@@ -41,56 +41,70 @@ struct Cli {
     /// Probability of losing a datagram.
     #[arg(long, value_name = "P")]
     drop: Option<f64>,
+    /// --drop, towards the server only (overrides --drop).
     #[arg(long, value_name = "P")]
     drop_to_server: Option<f64>,
+    /// --drop, towards the client only (overrides --drop).
     #[arg(long, value_name = "P")]
     drop_to_client: Option<f64>,
 
     /// Probability of delivering a datagram twice.
     #[arg(long, value_name = "P")]
     duplicate: Option<f64>,
+    /// --duplicate, towards the server only (overrides --duplicate).
     #[arg(long, value_name = "P")]
     duplicate_to_server: Option<f64>,
+    /// --duplicate, towards the client only (overrides --duplicate).
     #[arg(long, value_name = "P")]
     duplicate_to_client: Option<f64>,
 
     /// Probability of holding a datagram back by --reorder-by, so later ones overtake it.
     #[arg(long, value_name = "P")]
     reorder: Option<f64>,
+    /// --reorder, towards the server only (overrides --reorder).
     #[arg(long, value_name = "P")]
     reorder_to_server: Option<f64>,
+    /// --reorder, towards the client only (overrides --reorder).
     #[arg(long, value_name = "P")]
     reorder_to_client: Option<f64>,
 
     /// Probability of flipping 1 to 3 bits of a datagram.
     #[arg(long, value_name = "P")]
     corrupt: Option<f64>,
+    /// --corrupt, towards the server only (overrides --corrupt).
     #[arg(long, value_name = "P")]
     corrupt_to_server: Option<f64>,
+    /// --corrupt, towards the client only (overrides --corrupt).
     #[arg(long, value_name = "P")]
     corrupt_to_client: Option<f64>,
 
     /// One-way latency added to every datagram.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     delay: Option<Duration>,
+    /// --delay, towards the server only (overrides --delay).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     delay_to_server: Option<Duration>,
+    /// --delay, towards the client only (overrides --delay).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     delay_to_client: Option<Duration>,
 
     /// Up to this much extra latency, uniformly at random.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     jitter: Option<Duration>,
+    /// --jitter, towards the server only (overrides --jitter).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     jitter_to_server: Option<Duration>,
+    /// --jitter, towards the client only (overrides --jitter).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     jitter_to_client: Option<Duration>,
 
     /// How long a reordered datagram is held back [default: 2ms].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     reorder_by: Option<Duration>,
+    /// --reorder-by, towards the server only (overrides --reorder-by).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     reorder_by_to_server: Option<Duration>,
+    /// --reorder-by, towards the client only (overrides --reorder-by).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     reorder_by_to_client: Option<Duration>,
 
@@ -98,16 +112,20 @@ struct Cli {
     /// R the chance to leave it (mean burst 1/R datagrams, loss rate P/(P+R)).
     #[arg(long, value_name = "P,R", value_parser = Gilbert::parse)]
     burst: Option<Gilbert>,
+    /// --burst towards the server only (overrides --burst in that direction).
     #[arg(long, value_name = "P,R", value_parser = Gilbert::parse)]
     burst_to_server: Option<Gilbert>,
+    /// --burst towards the client only (overrides --burst in that direction).
     #[arg(long, value_name = "P,R", value_parser = Gilbert::parse)]
     burst_to_client: Option<Gilbert>,
 
     /// Rate limit, e.g. 100mbit, 1.5gbit, 64kbit (datagrams queue behind each other).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     rate: Option<u64>,
+    /// --rate towards the server only (overrides --rate in that direction).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     rate_to_server: Option<u64>,
+    /// --rate towards the client only (overrides --rate in that direction).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     rate_to_client: Option<u64>,
     /// With a rate limit, at most this many datagrams wait (more are lost) [default: 1000].
@@ -139,6 +157,10 @@ struct Cli {
     /// Close a client's upstream socket after this long without traffic.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
     idle_timeout: Duration,
+    /// Write udpft-lossy's man page (man) or its completions for a shell (bash, zsh,
+    /// fish, elvish, powershell) to stdout, and exit.
+    #[arg(long, value_enum, value_name = "WHAT", exclusive = true)]
+    generate: Option<udpft::cli::Generate>,
 }
 
 impl Cli {
@@ -206,19 +228,38 @@ fn resolve(what: &str, s: &str) -> Result<SocketAddr, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
+    // --generate is looked at before the required arguments are.
+    let parsed = Cli::command().try_get_matches().and_then(|m| {
+        match m.get_one::<udpft::cli::Generate>("generate") {
+            Some(what) => Ok(Err(*what)),
+            None => Cli::from_arg_matches(&m).map(Ok),
+        }
+    });
+    let cli = match parsed {
+        Ok(Ok(c)) => c,
+        Ok(Err(what)) => {
+            return match udpft::cli::generate(what, Cli::command(), &mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            };
+        }
         Err(e) if !e.use_stderr() => {
             // --help, --version
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // One line: clap's first, without its "error: " prefix.
+            // One line: clap's message up to the usage, without its "error: " prefix,
+            // so that the missing arguments' names are part of it.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            return fail(format_args!("{first} (see --help)"));
+            let msg: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let msg = msg.join(" ");
+            let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+            return fail(format_args!("{msg} (see --help)"));
         }
     };
     let link = LinkConfig {
@@ -328,4 +369,14 @@ fn describe(i: &Impairments) -> String {
         s += &format!(", fault {f}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -6,29 +6,40 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use udpft::net::server::{Server, ServerOptions, Verbosity};
 use udpft::net::{addr, parse_timeout};
 use udpft::wire;
 
 /// Serve files over UDP with stop-and-wait acknowledgements.
+///
+/// Prints "udpftd listening on ADDR:PORT, serving DIR" as its first line on stdout,
+/// then logs on stderr. Stops on SIGINT/SIGTERM (after --grace) or, with
+/// --allow-exit, when a client asks. Durations are written 500ms, 2s, 1.5s, 1m, or
+/// plain seconds.
 #[derive(Parser, Debug)]
-#[command(name = "udpftd", version)]
+#[command(
+    name = "udpftd",
+    version,
+    after_help = "Exit codes: 0 stopped by a signal or a client's exit; 1 cannot start \
+                  (bad root, address in use); 2 usage error."
+)]
 struct Args {
     /// Directory to serve; every path is confined to it.
-    #[arg(long, default_value = ".")]
+    #[arg(long, value_name = "DIR", default_value = ".")]
     root: PathBuf,
-    /// Address and port to listen on, e.g. 0.0.0.0:6969 or [::]:6969.
-    #[arg(long, default_value = "0.0.0.0:6969")]
+    /// Address and port to listen on: ADDR[:PORT], IPv6 in brackets ([::]:6969);
+    /// port 0 lets the system choose (the first line says which).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:6969")]
     listen: String,
     /// Most sessions at once; more clients are answered "busy".
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     max_sessions: u64,
     /// Let put replace existing files.
     #[arg(long)]
     overwrite: bool,
-    /// Refuse put and delete.
-    #[arg(long)]
+    /// Refuse put and delete (contradicts --overwrite and --allow-delete).
+    #[arg(long, conflicts_with_all = ["overwrite", "allow_delete"])]
     read_only: bool,
     /// Allow delete.
     #[arg(long)]
@@ -37,18 +48,18 @@ struct Args {
     #[arg(long)]
     allow_exit: bool,
     /// Largest block size granted to a client, in bytes.
-    #[arg(long, default_value_t = wire::MAX_BLOCK_SIZE,
+    #[arg(long, value_name = "BYTES", default_value_t = wire::MAX_BLOCK_SIZE,
           value_parser = clap::value_parser!(u32).range(wire::MIN_BLOCK_SIZE as i64..=wire::MAX_BLOCK_SIZE as i64))]
     max_block_size: u32,
     /// Ceiling of the retransmission timeout (e.g. 500ms, 2s, or plain seconds).
-    #[arg(long, default_value = "1s", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_timeout)]
     timeout: Duration,
     /// A session without progress for this long (no new block acknowledged or
     /// received, whatever the client sends) is dropped; an upload's data is discarded.
-    #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
     idle: Duration,
     /// On SIGINT/SIGTERM, how long transfers in flight may still run.
-    #[arg(long, default_value = "5s", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
     grace: Duration,
     /// No log lines (only errors of the server itself).
     #[arg(short, long, conflicts_with = "verbose")]
@@ -59,10 +70,23 @@ struct Args {
     /// One line per packet event.
     #[arg(long)]
     trace: bool,
+    /// Write udpftd's man page (man) or its completions for a shell (bash, zsh, fish,
+    /// elvish, powershell) to stdout, and exit.
+    #[arg(long, value_enum, value_name = "WHAT", exclusive = true)]
+    generate: Option<udpft::cli::Generate>,
 }
 
 fn main() -> ExitCode {
     let a = Args::parse();
+    if let Some(what) = a.generate {
+        return match udpft::cli::generate(what, Args::command(), &mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("udpftd: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let listen = match addr::resolve(&a.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -139,5 +163,15 @@ fn main() -> ExitCode {
             eprintln!("udpftd: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Args::command().debug_assert();
     }
 }

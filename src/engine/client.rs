@@ -67,6 +67,8 @@ pub struct ClientSession {
     /// Counters of the handshake; the stream keeps its own.
     stats: Stats,
     events: VecDeque<Event>,
+    /// The job of a handshake that failed, kept for [`ClientSession::into_unstarted_job`].
+    unstarted: Option<Job>,
 }
 
 impl ClientSession {
@@ -126,6 +128,7 @@ impl ClientSession {
             status: Status::Running,
             stats: Stats::default(),
             events: VecDeque::new(),
+            unstarted: None,
         })
     }
 
@@ -138,6 +141,9 @@ impl ClientSession {
     fn fail(&mut self, e: TransferError) {
         self.trace(Event::Failed(e.clone()));
         self.status = Status::Failed(e);
+        if let Phase::Requesting { job, .. } = &mut self.phase {
+            self.unstarted = job.take();
+        }
         self.phase = Phase::Over;
     }
 
@@ -353,6 +359,15 @@ impl ClientSession {
             Phase::Receiving(r) => r.abort(reason),
             Phase::Requesting { .. } => self.fail(TransferError::Aborted(reason.to_string())),
             Phase::Over => {}
+        }
+    }
+
+    /// The job back, if the server never accepted it: nothing of its source was read
+    /// and nothing was written to its sink, so it can be tried at another address.
+    pub fn into_unstarted_job(self) -> Option<Job> {
+        match self.phase {
+            Phase::Requesting { job, .. } => job,
+            _ => self.unstarted,
         }
     }
 

@@ -28,7 +28,8 @@ pub enum Event {
     },
     /// New, in-order data (or DONE, or ACCEPT) arrived and was acknowledged.
     Received { kind: Kind, seq: Seq, len: usize },
-    /// Something already received arrived again: acknowledged again, not written.
+    /// Something already received arrived again: acknowledged again, and (data) not
+    /// written again.
     Duplicate { kind: Kind, seq: Seq },
     /// An acknowledgement for something already acknowledged: ignored, nothing resent.
     Stale { kind: Kind, seq: Seq },
@@ -121,9 +122,16 @@ impl fmt::Display for Event {
                 )
             }
             Event::Duplicate { kind, seq } => {
+                // Only data is ever written: the other packets say what was kept instead.
+                let why = match kind {
+                    Kind::Data => " (not written twice)",
+                    Kind::Done => " (already verified and stored)",
+                    Kind::Accept | Kind::Request => " (our acknowledgement was lost)",
+                    _ => "",
+                };
                 write!(
                     f,
-                    "duplicate {} #{seq} acknowledged again (not written twice)",
+                    "duplicate {} #{seq} acknowledged again{why}",
                     kind_name(*kind)
                 )
             }
@@ -145,5 +153,26 @@ impl fmt::Display for Event {
             }
             Event::Failed(e) => write!(f, "transfer failed: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_wording_fits_each_packet() {
+        let dup = |kind| Event::Duplicate { kind, seq: 4 }.to_string();
+        assert_eq!(
+            dup(Kind::Data),
+            "duplicate data #4 acknowledged again (not written twice)"
+        );
+        assert_eq!(
+            dup(Kind::Done),
+            "duplicate done #4 acknowledged again (already verified and stored)"
+        );
+        assert!(!dup(Kind::Done).contains("written"));
+        assert!(!dup(Kind::Accept).contains("written"));
+        assert!(!dup(Kind::Request).contains("written"));
     }
 }

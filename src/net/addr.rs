@@ -48,6 +48,19 @@ fn parse_port(whole: &str, p: &str) -> Result<u16, String> {
         .map_err(|_| format!("'{whole}': '{p}' is not a port number (0-65535)"))
 }
 
+/// A server address as a client names it: `host[:port]` as [`split_host_port`] reads
+/// it, and a port a server can listen on (not 0).
+pub fn parse_server(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = split_host_port(s)?;
+    if port == 0 {
+        return Err(format!(
+            "'{}': port 0 is no server's port (the default is {DEFAULT_PORT})",
+            s.trim()
+        ));
+    }
+    Ok((host, port))
+}
+
 /// Resolves `host[:port]` to one socket address (the first the resolver gives).
 pub fn resolve(s: &str) -> io::Result<SocketAddr> {
     let (host, port) =
@@ -82,6 +95,13 @@ mod tests {
         assert!(split_host_port("[::1").is_err());
         assert!(split_host_port("fe80::1:zz").is_err());
         assert!(split_host_port("").is_err());
+        assert_eq!(parse_server("[::1]:7").unwrap(), ("::1".into(), 7));
+        assert!(parse_server("127.0.0.1:0").unwrap_err().contains("port 0"));
+        assert!(
+            parse_server("127.0.0.1:70800")
+                .unwrap_err()
+                .contains("70800")
+        );
     }
 
     #[test]

@@ -1,38 +1,27 @@
-//! The client: one [`ClientSession`] over a connected UDP socket, with a progress bar
-//! on a terminal and a one-line summary afterwards.
+//! The client driver: a [`Client`] runs one [`ClientSession`] per command over a
+//! connected UDP socket, applies scp's path rules before anything is sent, and guards
+//! against a server that floods, stalls or oversends.
+//!
+//! Nothing here prints: what a person sees (progress bar, trace lines, summaries, exit
+//! codes) is the binary's business, fed through an [`Observer`] and [`ClientError`].
 
 use std::fmt;
-use std::io::{self, IsTerminal, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::RngExt;
+use thiserror::Error;
 
-use super::{Waiter, human_bytes};
-use crate::engine::{ClientSession, Config, Job, RtoConfig, Sink, Status, TransferError};
+use super::{DEFAULT_PORT, Waiter, addr, human_bytes};
+use crate::engine::{ClientSession, Config, Event, Job, RtoConfig, Sink, Status, TransferError};
 use crate::storage::{AtomicFile, FileSource};
+use crate::text;
 use crate::wire::{self, ErrorCode, Op};
-
-/// Exit codes of `udpft` (documented in README.md).
-pub mod exit_code {
-    pub const OK: u8 = 0;
-    /// A local problem (missing local file, cannot write) or anything else.
-    pub const OTHER: u8 = 1;
-    /// Bad usage (clap's code).
-    pub const USAGE: u8 = 2;
-    /// The server refused: not found, access denied, exists, not allowed, busy, bad request.
-    pub const REFUSED: u8 = 3;
-    /// No answer, or the peer went silent.
-    pub const NO_ANSWER: u8 = 4;
-    /// The integrity check (length or CRC32) failed.
-    pub const INTEGRITY: u8 = 5;
-    /// Interrupted by Ctrl-C.
-    pub const INTERRUPTED: u8 = 130;
-}
 
 /// Settings of the client.
 #[derive(Debug, Clone)]
@@ -40,14 +29,15 @@ pub struct ClientOptions {
     pub block_size: u32,
     /// The ceiling of the retransmission timeout.
     pub timeout: Duration,
-    /// Give up after this long without progress.
+    /// Give up after this long without progress (PROTOCOL.md §5.3).
     pub idle: Duration,
-    /// No summary.
-    pub quiet: bool,
-    /// One line per packet event on stderr.
+    /// Record protocol events for [`Observer::event`].
     pub trace: bool,
-    /// Show a progress bar (only if stderr is a terminal).
-    pub progress: bool,
+    /// The longest a transfer may go without progress (a new block written or
+    /// acknowledged) before it is abandoned, whatever else arrives: duplicates do not
+    /// count. `None`: `idle` plus one `timeout`, so that the engine's own give-up
+    /// (which reports "no answer") comes first for a server that is merely silent.
+    pub stall: Option<Duration>,
     /// Set (by a Ctrl-C handler) to abandon the running transfer.
     pub interrupt: Option<Arc<AtomicBool>>,
 }
@@ -58,78 +48,110 @@ impl Default for ClientOptions {
             block_size: wire::DEFAULT_BLOCK_SIZE,
             timeout: Duration::from_secs(1),
             idle: Duration::from_secs(10),
-            quiet: false,
             trace: false,
-            progress: true,
+            stall: None,
             interrupt: None,
         }
     }
 }
 
-/// A failed command: the one message for the user, and the process exit code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientError {
-    pub message: String,
-    pub code: u8,
+impl ClientOptions {
+    /// The no-progress deadline in force (see [`ClientOptions::stall`]).
+    pub fn stall_limit(&self) -> Duration {
+        self.stall
+            .unwrap_or_else(|| self.idle.saturating_add(self.timeout))
+    }
 }
 
-impl ClientError {
-    pub fn local(message: impl Into<String>) -> Self {
-        ClientError {
-            message: message.into(),
-            code: exit_code::OTHER,
+/// Why a command failed. Every message names what it is about (a path, an address) and,
+/// where there is one, the fix. Text that came from the server is escaped.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// SERVER is not `host[:port]` (a usage error).
+    #[error("server '{server}': {reason}")]
+    BadServer { server: String, reason: String },
+    /// The host name did not resolve.
+    #[error("cannot resolve '{host}': {message}")]
+    Resolve { host: String, message: String },
+    /// A path argument that cannot work as given (a usage error), e.g. a REMOTE
+    /// ending in `/` for get.
+    #[error("{0}")]
+    BadPath(String),
+    /// A local file or directory problem, found before anything was sent.
+    #[error("{0}")]
+    Local(String),
+    /// The socket could not be opened or used.
+    #[error("{addr}: {message}")]
+    Socket { addr: SocketAddr, message: String },
+    /// The kernel reported "port unreachable": no process has the port open.
+    #[error(
+        "nothing is listening at {at} — is udpftd running there? (default port {DEFAULT_PORT})"
+    )]
+    NothingListening { at: String },
+    /// A REMOTE ending in `/` that is not a directory on the server.
+    #[error("no directory '{}' on the server", text::escape(.dir))]
+    NoRemoteDir { dir: String },
+    /// The server answered with an ERROR.
+    #[error("{}", server_message(*.code, .message))]
+    Server { code: ErrorCode, message: String },
+    /// The server kept sending, but nothing new, for the no-progress deadline.
+    #[error(
+        "{peer} made no progress for {:.1} s ({duplicates} duplicates received meanwhile); transfer abandoned",
+        .stalled.as_secs_f64()
+    )]
+    NoProgress {
+        peer: SocketAddr,
+        stalled: Duration,
+        duplicates: u64,
+    },
+    /// The server sent more data than the size it announced.
+    #[error("{peer} sent more than the {announced} bytes it announced; transfer abandoned")]
+    Oversize { peer: SocketAddr, announced: u64 },
+    /// Ctrl-C.
+    #[error("interrupted")]
+    Interrupted,
+    /// The transfer failed (no answer, silence, integrity, local I/O, protocol).
+    #[error("{0}")]
+    Transfer(TransferError),
+}
+
+fn server_message(code: ErrorCode, message: &str) -> String {
+    let m = text::sanitize(message);
+    match code {
+        ErrorCode::NotFound
+        | ErrorCode::AccessDenied
+        | ErrorCode::AlreadyExists
+        | ErrorCode::NotAllowed
+        | ErrorCode::BadRequest => m.into_owned(),
+        _ => format!("server: {m}"),
+    }
+}
+
+impl From<TransferError> for ClientError {
+    fn from(e: TransferError) -> Self {
+        match e {
+            TransferError::Remote { code, message } => ClientError::Server { code, message },
+            TransferError::Aborted(_) => ClientError::Interrupted,
+            e => ClientError::Transfer(e),
         }
     }
-
-    fn transfer(e: &TransferError) -> Self {
-        let code = match e {
-            TransferError::NoAnswer { .. } | TransferError::Silent { .. } => exit_code::NO_ANSWER,
-            TransferError::Integrity { .. } => exit_code::INTEGRITY,
-            TransferError::Remote { code, .. } => match code {
-                ErrorCode::NotFound
-                | ErrorCode::AccessDenied
-                | ErrorCode::AlreadyExists
-                | ErrorCode::Busy
-                | ErrorCode::NotAllowed
-                | ErrorCode::BadRequest => exit_code::REFUSED,
-                ErrorCode::Integrity => exit_code::INTEGRITY,
-                _ => exit_code::OTHER,
-            },
-            TransferError::Aborted(_) => exit_code::INTERRUPTED,
-            _ => exit_code::OTHER,
-        };
-        let message = match e {
-            TransferError::Remote { code, message } => match code {
-                ErrorCode::NotFound
-                | ErrorCode::AccessDenied
-                | ErrorCode::AlreadyExists
-                | ErrorCode::NotAllowed
-                | ErrorCode::BadRequest => message.clone(),
-                _ => format!("server: {message}"),
-            },
-            e => e.to_string(),
-        };
-        ClientError { message, code }
-    }
 }
-
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ClientError {}
 
 /// What a finished command did, for the summary line.
 #[derive(Debug, Clone)]
 pub struct Report {
     pub op: Op,
-    /// `'remote' -> 'local'`, or the path.
+    /// `'remote' -> 'local'`, or the path, escaped.
     pub what: String,
+    /// The server address that answered.
+    pub peer: SocketAddr,
     pub bytes: u64,
     pub elapsed: Duration,
+    /// Packets this side resent after a timeout.
     pub resent: u64,
+    /// Datagrams received again (data or DONE, or an ack already had): what the peer
+    /// resent, or the link duplicated.
+    pub duplicates: u64,
     /// Datagrams that failed their CRC32 and were dropped.
     pub bad_checksum: u64,
     pub srtt: Option<Duration>,
@@ -153,182 +175,546 @@ impl fmt::Display for Report {
                 };
                 write!(
                     f,
-                    "{} {}: {} ({} B) in {secs:.3} s ({rate}/s), {} resends, rtt {rtt}",
+                    "{} {}: {} ({} B) in {secs:.3} s ({rate}/s), {} resends, \
+                     {} duplicates received, {} dropped for a bad checksum, rtt {rtt}",
                     op.name(),
                     self.what,
                     human_bytes(self.bytes),
                     self.bytes,
-                    self.resent
-                )?;
-                // Only worth a word when the link damaged something.
-                match self.bad_checksum {
-                    0 => Ok(()),
-                    n => write!(f, ", {n} datagrams with a bad checksum dropped"),
-                }
+                    self.resent,
+                    self.duplicates,
+                    self.bad_checksum,
+                )
             }
         }
     }
 }
 
-/// Runs one session against `server` to the end. `total` is the known size, for the
-/// progress bar (a get learns it from the ACCEPT).
-pub fn run_session(
-    server: SocketAddr,
-    name: &str,
-    job: Job,
-    opts: &ClientOptions,
-    what: String,
-) -> Result<Report, ClientError> {
-    let op = job.op();
-    let total = match &job {
-        Job::Put(_, n) => Some(*n),
-        _ => None,
-    };
-    let bind: SocketAddr = if server.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let sock = UdpSocket::bind(bind)
-        .and_then(|s| s.connect(server).map(|_| s))
-        .map_err(|e| ClientError::local(format!("cannot open a socket to {server}: {e}")))?;
-    let nonce = loop {
-        let n = rand::rng().random::<u64>();
-        if n != 0 {
-            break n;
-        }
-    };
-    let cfg = Config {
-        block_size: opts
-            .block_size
-            .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE),
-        rto: RtoConfig {
-            max: opts.timeout,
-            ..RtoConfig::default()
-        },
-        give_up: opts.idle,
-        linger: Duration::ZERO,
-        trace: opts.trace,
-    };
-    let mut s = ClientSession::new(server, nonce, name, job, cfg)
-        .map_err(|e| ClientError::local(e.to_string()))?;
-    let bar = (opts.progress
-        && !opts.quiet
-        && matches!(op, Op::Get | Op::Put)
-        && io::stderr().is_terminal())
-    .then(|| {
-        let b = ProgressBar::new(total.unwrap_or(0));
-        b.set_style(
-            ProgressStyle::with_template(
-                "{bar:40.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        b
-    });
-    let mut sized = total.is_some();
-    let mut buf = vec![0u8; wire::MAX_DATAGRAM];
-    let mut waiter = Waiter::from_env();
-    let start = Instant::now();
-    let mut done_at = None;
-    let poll = Duration::from_millis(100);
-    loop {
-        let now = Instant::now();
-        while let Some(b) = s.poll_transmit(now) {
-            match sock.send(b) {
-                Ok(_) => {}
-                // ICMP port unreachable from an earlier send, or a full send buffer
-                // on the non-blocking socket: as good as lost; the retry limit decides.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionRefused | io::ErrorKind::WouldBlock
-                    ) => {}
-                // While lingering the transfer is already a success.
-                Err(_) if done_at.is_some() => {}
-                Err(e) => {
-                    return Err(ClientError::local(format!("sending to {server}: {e}")));
+/// What a running command reports as it goes (a progress bar, a trace). Every method
+/// has a default that ignores it.
+pub trait Observer {
+    /// A transfer of `op` started; `total` is the size, once known.
+    fn start(&mut self, _op: Op, _total: Option<u64>) {}
+    /// `bytes` delivered so far (written, or acknowledged by the server).
+    fn progress(&mut self, _bytes: u64, _total: Option<u64>) {}
+    /// A protocol event (only with [`ClientOptions::trace`]), `elapsed` since the
+    /// session started. Its text may hold what the server sent: escape it to print it.
+    fn event(&mut self, _elapsed: Duration, _event: &Event) {}
+    /// The transfer ended, well or not.
+    fn finish(&mut self) {}
+}
+
+/// An observer that ignores everything.
+struct Silent;
+impl Observer for Silent {}
+
+/// How one attempt at one address ended, when it ended before the server answered.
+enum Unanswered {
+    Refused,
+    NoAnswer(TransferError),
+}
+
+/// A client of one server, named as `host[:port]`. It resolves the name once; the
+/// first command tries every address in turn (as the resolver orders them, IPv6 and
+/// IPv4) until one answers, and later commands use that one.
+pub struct Client {
+    label: String,
+    addrs: Vec<SocketAddr>,
+    chosen: Option<SocketAddr>,
+    opts: ClientOptions,
+    observer: Box<dyn Observer + Send>,
+}
+
+impl Client {
+    /// Parses and resolves `server` (`host[:port]`, IPv6 in brackets, default port
+    /// 6969). Sends nothing.
+    pub fn new(server: &str, opts: ClientOptions) -> Result<Client, ClientError> {
+        let (host, port) = addr::parse_server(server).map_err(|reason| ClientError::BadServer {
+            server: server.to_string(),
+            reason,
+        })?;
+        let addrs: Vec<SocketAddr> = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => {
+                let mut v: Vec<SocketAddr> = Vec::new();
+                let found =
+                    (host.as_str(), port)
+                        .to_socket_addrs()
+                        .map_err(|e| ClientError::Resolve {
+                            host: host.clone(),
+                            message: e.to_string(),
+                        })?;
+                for a in found {
+                    if !v.contains(&a) {
+                        v.push(a);
+                    }
                 }
+                v
             }
-        }
-        if opts.trace {
-            let mut err = io::stderr().lock();
-            while let Some(ev) = s.poll_event() {
-                let _ = writeln!(err, "udpft: {server}: {ev}");
-            }
-        }
-        if let Some(b) = &bar {
-            if !sized && let Some((_, a)) = s.accepted() {
-                if a.size != wire::UNKNOWN_SIZE {
-                    b.set_length(a.size);
-                }
-                sized = true;
-            }
-            b.set_position(s.stats().bytes);
-        }
-        match s.status() {
-            Status::Running => {}
-            Status::Complete => {
-                done_at.get_or_insert(now);
-            }
-            Status::Closed | Status::Failed(_) => break,
-        }
-        let complete = done_at.is_some();
-        if opts
-            .interrupt
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::Relaxed))
-        {
-            // Already verified and stored: Ctrl-C only cuts the linger short.
-            if complete {
-                break;
-            }
-            s.abort("interrupted by the user");
-            let now = Instant::now();
-            while let Some(b) = s.poll_transmit(now) {
-                let _ = sock.send(b);
-            }
-            if let Some(b) = &bar {
-                b.finish_and_clear();
-            }
-            return Err(ClientError {
-                message: "interrupted".into(),
-                code: exit_code::INTERRUPTED,
+        };
+        if addrs.is_empty() {
+            return Err(ClientError::Resolve {
+                host,
+                message: "no address".into(),
             });
         }
-        let deadline = s.poll_timeout().map_or(now + poll, |t| t.min(now + poll));
-        match waiter.recv_until(&sock, &mut buf, deadline) {
-            Ok(Some((n, _))) => s.handle_datagram(Instant::now(), &buf[..n]),
-            Ok(None) => {}
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-            // While lingering the transfer is already a success.
-            Err(_) if complete => break,
-            Err(e) => return Err(ClientError::local(format!("receiving from {server}: {e}"))),
+        Ok(Client {
+            label: server.trim().to_string(),
+            addrs,
+            chosen: None,
+            opts,
+            observer: Box::new(Silent),
+        })
+    }
+
+    /// A client of the server at `addr`.
+    pub fn to(addr: SocketAddr, opts: ClientOptions) -> Client {
+        Client::with_addresses(&addr.to_string(), vec![addr], opts)
+    }
+
+    /// A client of a server known by `label` at these addresses, tried in this order
+    /// (what [`Client::new`] does with a name's addresses). `addrs` must not be empty.
+    pub fn with_addresses(label: &str, addrs: Vec<SocketAddr>, opts: ClientOptions) -> Client {
+        assert!(!addrs.is_empty(), "a client needs an address");
+        Client {
+            label: label.to_string(),
+            addrs,
+            chosen: None,
+            opts,
+            observer: Box::new(Silent),
         }
-        // Timers are checked after every wait, not only a silent one: a stream of
-        // datagrams (junk, or a broken server) must not hold back resends or the
-        // retry limit.
+    }
+
+    /// Where progress and trace events go.
+    pub fn set_observer(&mut self, observer: Box<dyn Observer + Send>) {
+        self.observer = observer;
+    }
+
+    /// The addresses the name resolved to.
+    pub fn addresses(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The address that answered, once one has.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.chosen
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.opts
+    }
+
+    /// Checks that a udpftd answers, with a listing of its root (the cheapest request
+    /// every server grants), and returns its address.
+    pub fn check(&mut self) -> Result<SocketAddr, ClientError> {
+        self.list(None)?;
+        Ok(self.chosen.expect("an answered command chose an address"))
+    }
+
+    /// Downloads `remote` to the place [`local_target`] gives. Everything local is
+    /// checked, and the temporary file created, before the first datagram; the file
+    /// appears only when complete and verified, and a failure leaves no file and an
+    /// existing file untouched.
+    pub fn get(&mut self, remote: &str, local: Option<&Path>) -> Result<Report, ClientError> {
+        let target = local_target(remote, local)?;
+        if target.is_dir() {
+            return Err(ClientError::Local(format!(
+                "'{}' is a directory; give a file name or put a '/' after it",
+                target.display()
+            )));
+        }
+        let file = AtomicFile::create(&target, true)
+            .map_err(|e| ClientError::Local(format!("cannot write '{}': {e}", target.display())))?;
+        let what = format!("'{}' -> '{}'", text::escape(remote), target.display());
+        self.run(remote, Job::Get(Box::new(file)), what)
+    }
+
+    /// Uploads `local` as `remote`, with scp's rules: no REMOTE means LOCAL's file name
+    /// in the root; a REMOTE ending in `/` must be a directory on the server, and the
+    /// file goes inside it; a REMOTE that is a directory on the server gets the file
+    /// inside it. Whether REMOTE is a directory is asked with a listing of it (a list
+    /// succeeds exactly for a directory) before the upload starts.
+    pub fn put(&mut self, local: &Path, remote: Option<&str>) -> Result<Report, ClientError> {
+        let shown = local.display();
+        if local.is_dir() {
+            return Err(ClientError::Local(format!(
+                "'{shown}' is a directory; put sends one file"
+            )));
+        }
+        // A regular file only, read exactly as announced: one that changes while it is
+        // sent fails the transfer rather than arriving torn.
+        let src = FileSource::open(local).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => {
+                ClientError::Local(format!("local file '{shown}' does not exist"))
+            }
+            io::ErrorKind::InvalidInput => ClientError::Local(e.to_string()),
+            _ => ClientError::Local(format!("cannot read local file '{shown}': {e}")),
+        })?;
+        let base = || {
+            local
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| ClientError::Local(format!("'{shown}' has no file name")))
+        };
+        let remote = match remote {
+            None => base()?,
+            Some(r) if r.ends_with('/') => {
+                if !self.is_remote_dir(r)? {
+                    return Err(ClientError::NoRemoteDir { dir: r.to_string() });
+                }
+                format!("{r}{}", base()?)
+            }
+            Some(r) => {
+                if self.is_remote_dir(r)? {
+                    format!("{r}/{}", base()?)
+                } else {
+                    r.to_string()
+                }
+            }
+        };
+        let what = format!("'{shown}' -> '{}'", text::escape(&remote));
+        let size = src.size();
+        self.run(&remote, Job::Put(Box::new(src), size), what)
+    }
+
+    /// Whether `dir` is a directory on the server: a listing of it succeeds. A refusal
+    /// (not found, not a directory, denied) means no; no answer is an error.
+    fn is_remote_dir(&mut self, dir: &str) -> Result<bool, ClientError> {
+        let trimmed = dir.trim_end_matches('/');
+        let name = if trimmed.is_empty() { "/" } else { trimmed };
+        match self.list(Some(name)) {
+            Ok(_) => Ok(true),
+            Err(ClientError::Server { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Fetches the listing of `dir` (default: the root) as the server sent it (names
+    /// escaped by the server; other text unchecked: sanitize it before printing).
+    pub fn list(&mut self, dir: Option<&str>) -> Result<(String, Report), ClientError> {
+        let dir = dir.unwrap_or(".");
+        let sink = Shared::default();
+        let report = self.run(
+            dir,
+            Job::List(Box::new(sink.clone())),
+            format!("'{}'", text::escape(dir)),
+        )?;
+        let bytes = std::mem::take(&mut *sink.0.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok((String::from_utf8_lossy(&bytes).into_owned(), report))
+    }
+
+    /// Deletes `remote` on the server.
+    pub fn delete(&mut self, remote: &str) -> Result<Report, ClientError> {
+        self.run(remote, Job::Delete, format!("'{}'", text::escape(remote)))
+    }
+
+    /// Asks the server to exit.
+    pub fn exit(&mut self) -> Result<Report, ClientError> {
+        self.run("", Job::Exit, String::new())
+    }
+
+    /// Runs `job` against the chosen address, or tries each address in turn until one
+    /// answers (a refusal is an answer; "port unreachable" and no answer are not).
+    fn run(&mut self, name: &str, job: Job, what: String) -> Result<Report, ClientError> {
+        let candidates = match self.chosen {
+            Some(a) => vec![a],
+            None => self.addrs.clone(),
+        };
+        let mut job = job;
+        let mut refused = Vec::new();
+        let mut no_answer = None;
+        for addr in &candidates {
+            match self.attempt(*addr, name, job, &what) {
+                Ok(r) => {
+                    self.chosen = Some(*addr);
+                    return r;
+                }
+                Err((Unanswered::Refused, j)) => {
+                    refused.push(*addr);
+                    job = j;
+                }
+                Err((Unanswered::NoAnswer(e), j)) => {
+                    no_answer = Some(e);
+                    job = j;
+                }
+            }
+        }
+        drop(job);
+        if let Some(e) = no_answer {
+            return Err(ClientError::Transfer(e));
+        }
+        let at = match refused.as_slice() {
+            [one] => one.to_string(),
+            many => format!(
+                "{} ({})",
+                self.label,
+                many.iter()
+                    .map(SocketAddr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        Err(ClientError::NothingListening { at })
+    }
+
+    /// One session at `server`. `Err` (with the job back) if the server never answered.
+    #[allow(clippy::type_complexity)]
+    fn attempt(
+        &mut self,
+        server: SocketAddr,
+        name: &str,
+        job: Job,
+        what: &str,
+    ) -> Result<Result<Report, ClientError>, (Unanswered, Job)> {
+        let opts = &self.opts;
+        let op = job.op();
+        let mut total = match &job {
+            Job::Put(_, n) => Some(*n),
+            _ => None,
+        };
+        let bind: SocketAddr = if server.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let sock = match UdpSocket::bind(bind).and_then(|s| s.connect(server).map(|_| s)) {
+            Ok(s) => s,
+            // An address family this host lacks (no IPv6): as good as no answer.
+            Err(e) if self.addrs.len() > 1 && self.chosen.is_none() => {
+                return Err((
+                    Unanswered::NoAnswer(TransferError::Io {
+                        context: "opening a socket",
+                        kind: e.kind(),
+                        message: format!("{server}: {e}"),
+                    }),
+                    job,
+                ));
+            }
+            Err(e) => {
+                return Ok(Err(ClientError::Socket {
+                    addr: server,
+                    message: format!("cannot open a socket: {e}"),
+                }));
+            }
+        };
+        if let Err(e) = sock.set_nonblocking(true) {
+            return Ok(Err(ClientError::Socket {
+                addr: server,
+                message: format!("cannot open a socket: {e}"),
+            }));
+        }
+        let nonce = loop {
+            let n = rand::rng().random::<u64>();
+            if n != 0 {
+                break n;
+            }
+        };
+        let cfg = Config {
+            block_size: opts
+                .block_size
+                .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE),
+            rto: RtoConfig {
+                max: opts.timeout,
+                ..RtoConfig::default()
+            },
+            give_up: opts.idle,
+            linger: Duration::ZERO,
+            trace: opts.trace,
+        };
+        let mut s = match ClientSession::new(server, nonce, name, job, cfg) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(ClientError::BadPath(e.to_string()))),
+        };
+        let stall = opts.stall_limit();
+        let observer = &mut self.observer;
+        let mut buf = vec![0u8; wire::MAX_DATAGRAM];
+        let mut waiter = Waiter::from_env();
+        let start = Instant::now();
+        let mut done_at = None;
+        let mut accepted = false;
+        let mut last_bytes = 0;
+        let mut last_progress = start;
+        let mut refused = false;
+        let poll = Duration::from_millis(100);
+        observer.start(op, total);
+        let outcome: Result<(), ClientError> = 'run: loop {
+            let now = Instant::now();
+            while let Some(b) = s.poll_transmit(now) {
+                match sock.send(b) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => refused = true,
+                    // A full send buffer on the non-blocking socket: as good as lost.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // While lingering the transfer is already a success.
+                    Err(_) if done_at.is_some() => {}
+                    Err(e) => {
+                        break 'run Err(ClientError::Socket {
+                            addr: server,
+                            message: format!("sending: {e}"),
+                        });
+                    }
+                }
+            }
+            if opts.trace {
+                while let Some(ev) = s.poll_event() {
+                    observer.event(now.saturating_duration_since(start), &ev);
+                }
+            }
+            if !accepted && let Some((_, a)) = s.accepted() {
+                accepted = true;
+                last_progress = now;
+                if total.is_none() && a.size != wire::UNKNOWN_SIZE {
+                    total = Some(a.size);
+                }
+            }
+            let bytes = s.stats().bytes;
+            if bytes != last_bytes {
+                last_bytes = bytes;
+                last_progress = now;
+                observer.progress(bytes, total);
+            }
+            match s.status() {
+                Status::Running => {}
+                Status::Complete => {
+                    done_at.get_or_insert(now);
+                }
+                Status::Closed | Status::Failed(_) => break Ok(()),
+            }
+            let complete = done_at.is_some();
+            if refused && !complete {
+                // Port unreachable: no process has the port (any more). What the server
+                // said before it went (an ERROR: "shutting down") may still wait unread
+                // behind the error; it is the better explanation.
+                drain(&sock, &mut buf, &mut s);
+                if !matches!(s.status(), Status::Running) {
+                    refused = false;
+                    continue;
+                }
+                s.abort("nothing is listening");
+                break Err(ClientError::NothingListening {
+                    at: server.to_string(),
+                });
+            }
+            if opts
+                .interrupt
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::Relaxed))
+            {
+                // Already verified and stored: Ctrl-C only cuts the linger short.
+                if complete {
+                    break Ok(());
+                }
+                s.abort("interrupted by the user");
+                break Err(ClientError::Interrupted);
+            }
+            if !complete && now.saturating_duration_since(last_progress) >= stall {
+                let st = s.stats();
+                s.abort("no progress");
+                break Err(ClientError::NoProgress {
+                    peer: server,
+                    stalled: now.saturating_duration_since(last_progress),
+                    duplicates: st.duplicates + st.stale,
+                });
+            }
+            let deadline = s
+                .poll_timeout()
+                .map_or(now + poll, |t| t.min(now + poll))
+                .min(last_progress + stall);
+            match waiter.recv_until(&sock, &mut buf, deadline) {
+                Ok(Some((n, _))) => {
+                    s.handle_datagram(Instant::now(), &buf[..n]);
+                    // Checked before the acknowledgement goes out: a server that sends
+                    // past the size it announced is cut off at the first block over.
+                    if let (Some((_, a)), Status::Running) = (s.accepted(), s.status())
+                        && matches!(op, Op::Get | Op::List)
+                        && a.size != wire::UNKNOWN_SIZE
+                        && s.stats().bytes > a.size
+                    {
+                        s.abort("more data than announced");
+                        break Err(ClientError::Oversize {
+                            peer: server,
+                            announced: a.size,
+                        });
+                    }
+                }
+                Ok(None) => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => refused = true,
+                // While lingering the transfer is already a success.
+                Err(_) if complete => break Ok(()),
+                Err(e) => {
+                    break Err(ClientError::Socket {
+                        addr: server,
+                        message: format!("receiving: {e}"),
+                    });
+                }
+            }
+            // Timers are checked after every wait, not only a silent one: a stream of
+            // datagrams (junk, or a broken server) must not hold back resends or the
+            // retry limit.
+            let now = Instant::now();
+            if s.poll_timeout().is_some_and(|t| t <= now) {
+                s.handle_timeout(now);
+            }
+        };
+        // An abort queues an ERROR for the server: send it (best effort).
         let now = Instant::now();
-        if s.poll_timeout().is_some_and(|t| t <= now) {
-            s.handle_timeout(now);
+        while let Some(b) = s.poll_transmit(now) {
+            let _ = sock.send(b);
+        }
+        if opts.trace {
+            while let Some(ev) = s.poll_event() {
+                observer.event(now.saturating_duration_since(start), &ev);
+            }
+        }
+        observer.finish();
+        let answered = accepted || s.accepted().is_some();
+        if let Err(e) = outcome {
+            return match e {
+                ClientError::NothingListening { .. } if !answered => {
+                    let job = s.into_unstarted_job();
+                    match job {
+                        Some(j) => Err((Unanswered::Refused, j)),
+                        None => Ok(Err(e)),
+                    }
+                }
+                e => Ok(Err(e)),
+            };
+        }
+        let elapsed = done_at.unwrap_or_else(Instant::now) - start;
+        let stats = s.stats();
+        let srtt = s.rto().srtt();
+        match s.status().clone() {
+            Status::Failed(e @ TransferError::NoAnswer { .. }) if !answered => {
+                match s.into_unstarted_job() {
+                    Some(j) => Err((Unanswered::NoAnswer(e), j)),
+                    None => Ok(Err(e.into())),
+                }
+            }
+            Status::Failed(e) => Ok(Err(e.into())),
+            _ => Ok(Ok(Report {
+                op,
+                what: what.to_string(),
+                peer: server,
+                bytes: stats.bytes,
+                elapsed,
+                resent: stats.resent,
+                duplicates: stats.duplicates + stats.stale,
+                bad_checksum: stats.bad_checksum,
+                srtt,
+            })),
         }
     }
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-    let elapsed = done_at.unwrap_or_else(Instant::now) - start;
-    let stats = s.stats();
-    match s.status() {
-        Status::Failed(e) => Err(ClientError::transfer(e)),
-        _ => Ok(Report {
-            op,
-            what,
-            bytes: stats.bytes,
-            elapsed,
-            resent: stats.resent,
-            bad_checksum: stats.bad_checksum,
-            srtt: s.rto().srtt(),
-        }),
+}
+
+/// Feeds every datagram already queued on `sock` to the session, without waiting.
+fn drain(sock: &UdpSocket, buf: &mut [u8], s: &mut ClientSession) {
+    // Bounded: a flood must not keep the client here.
+    for _ in 0..1024 {
+        match sock.recv(buf) {
+            Ok(n) => s.handle_datagram(Instant::now(), &buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(_) => return,
+        }
     }
 }
 
@@ -363,109 +749,134 @@ fn remote_file_name(remote: &str) -> Option<&str> {
         .filter(|n| !n.is_empty() && *n != "." && *n != "..")
 }
 
-/// Where a get of `remote` writes, given the optional LOCAL argument.
+fn ends_with_slash(p: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    p.as_os_str().as_bytes().ends_with(b"/")
+}
+
+/// Where a get of `remote` writes, given the optional LOCAL argument, by scp's rules:
+/// no LOCAL is REMOTE's file name here; a LOCAL ending in `/` must be an existing
+/// directory and the file goes inside; an existing directory gets the file inside;
+/// anything else is a file name whose directory must exist. A REMOTE ending in `/`
+/// names a directory, and get fetches files only. Every error names the path.
 pub fn local_target(remote: &str, local: Option<&Path>) -> Result<PathBuf, ClientError> {
+    if remote.ends_with('/') {
+        return Err(ClientError::BadPath(format!(
+            "'{}' ends in '/', which names a directory; get fetches one file",
+            text::escape(remote)
+        )));
+    }
     let base = || {
         remote_file_name(remote).ok_or_else(|| {
-            ClientError::local(format!(
-                "'{remote}' does not end in a file name; give a LOCAL name"
+            ClientError::BadPath(format!(
+                "'{}' does not end in a file name; give a LOCAL name",
+                text::escape(remote)
             ))
         })
     };
-    Ok(match local {
-        None => PathBuf::from(base()?),
-        Some(l) if l.is_dir() => l.join(base()?),
-        Some(l) => l.to_path_buf(),
-    })
-}
-
-/// Downloads `remote` into `local` (see [`local_target`]). The file appears only when
-/// complete and verified; a failure leaves no file and an existing file untouched.
-pub fn get(
-    server: SocketAddr,
-    remote: &str,
-    local: Option<&Path>,
-    opts: &ClientOptions,
-) -> Result<Report, ClientError> {
-    let target = local_target(remote, local)?;
-    if target.is_dir() {
-        return Err(ClientError::local(format!(
-            "'{}' is a directory",
-            target.display()
-        )));
-    }
-    let file = AtomicFile::create(&target, true)
-        .map_err(|e| ClientError::local(format!("cannot write '{}': {e}", target.display())))?;
-    let what = format!("'{remote}' -> '{}'", target.display());
-    run_session(server, remote, Job::Get(Box::new(file)), opts, what)
-}
-
-/// Uploads `local` as `remote` (default: the local file's name).
-pub fn put(
-    server: SocketAddr,
-    local: &Path,
-    remote: Option<&str>,
-    opts: &ClientOptions,
-) -> Result<Report, ClientError> {
-    let shown = local.display();
-    if local.is_dir() {
-        return Err(ClientError::local(format!(
-            "'{shown}' is a directory; put sends one file"
-        )));
-    }
-    // A regular file only, read exactly as announced: one that changes while it is
-    // sent fails the transfer rather than arriving torn.
-    let src = FileSource::open(local).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => {
-            ClientError::local(format!("local file '{shown}' does not exist"))
-        }
-        io::ErrorKind::InvalidInput => ClientError::local(e.to_string()),
-        _ => ClientError::local(format!("cannot read local file '{shown}': {e}")),
-    })?;
-    let remote = match remote {
-        Some(r) => r.to_string(),
-        None => local
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| ClientError::local(format!("'{shown}' has no file name")))?,
+    let Some(l) = local else {
+        return Ok(PathBuf::from(base()?));
     };
-    let what = format!("'{shown}' -> '{remote}'");
-    let size = src.size();
-    run_session(server, &remote, Job::Put(Box::new(src), size), opts, what)
+    let shown = l.display();
+    if ends_with_slash(l) {
+        return match std::fs::metadata(l) {
+            Ok(md) if md.is_dir() => Ok(l.join(base()?)),
+            Ok(_) => Err(ClientError::Local(format!("'{shown}' is not a directory"))),
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+                Err(ClientError::Local(format!("'{shown}' is not a directory")))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ClientError::Local(format!(
+                "no local directory '{shown}' (a LOCAL ending in '/' must be an existing directory)"
+            ))),
+            Err(e) => Err(ClientError::Local(format!("'{shown}': {e}"))),
+        };
+    }
+    if l.is_dir() {
+        return Ok(l.join(base()?));
+    }
+    let parent = match l.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(parent) {
+        Ok(md) if md.is_dir() => Ok(l.to_path_buf()),
+        Ok(_) => Err(ClientError::Local(format!(
+            "cannot write '{shown}': '{}' is not a directory",
+            parent.display()
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ClientError::Local(format!(
+            "cannot write '{shown}': no local directory '{}'",
+            parent.display()
+        ))),
+        Err(e) => Err(ClientError::Local(format!(
+            "cannot write '{shown}': '{}': {e}",
+            parent.display()
+        ))),
+    }
 }
 
-/// Fetches the listing of `dir` (default: the root) as text.
-pub fn list(
-    server: SocketAddr,
-    dir: Option<&str>,
-    opts: &ClientOptions,
-) -> Result<(String, Report), ClientError> {
-    let dir = dir.unwrap_or(".");
-    let sink = Shared::default();
-    let report = run_session(
-        server,
-        dir,
-        Job::List(Box::new(sink.clone())),
-        opts,
-        format!("'{dir}'"),
-    )?;
-    let bytes = std::mem::take(&mut *sink.0.lock().expect("not poisoned"));
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    Ok((text, report))
+/// One entry of a listing (PROTOCOL.md §3.7), its name unescaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    /// `None` for a directory.
+    pub size: Option<u64>,
 }
 
-/// Deletes `remote` on the server.
-pub fn delete(
-    server: SocketAddr,
-    remote: &str,
-    opts: &ClientOptions,
-) -> Result<Report, ClientError> {
-    run_session(server, remote, Job::Delete, opts, format!("'{remote}'"))
+impl Entry {
+    pub fn is_dir(&self) -> bool {
+        self.size.is_none()
+    }
 }
 
-/// Asks the server to exit.
-pub fn exit(server: SocketAddr, opts: &ClientOptions) -> Result<Report, ClientError> {
-    run_session(server, "", Job::Exit, opts, String::new())
+/// Parses a listing: `<size>\t<name>` per file, `-\t<name>/` per directory, names
+/// escaped as by [`text::escape`]. Lines that do not fit are skipped.
+pub fn parse_listing(listing: &str) -> Vec<Entry> {
+    listing
+        .lines()
+        .filter_map(|line| {
+            let (size, name) = line.split_once('\t')?;
+            let (size, name) = match size {
+                "-" => (None, name.strip_suffix('/')?),
+                n => (Some(n.parse().ok()?), name),
+            };
+            Some(Entry {
+                name: unescape(name)?,
+                size,
+            })
+        })
+        .collect()
+}
+
+/// The inverse of [`text::escape`]; `None` for a malformed escape.
+fn unescape(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match it.next()? {
+            '\\' => out.push('\\'),
+            'n' => out.push('\n'),
+            't' => out.push('\t'),
+            'r' => out.push('\r'),
+            'x' => {
+                let h: String = it.by_ref().take(2).collect();
+                out.push(char::from_u32(u32::from_str_radix(&h, 16).ok()?)?);
+            }
+            'u' => {
+                if it.next()? != '{' {
+                    return None;
+                }
+                let h: String = it.by_ref().take_while(|&c| c != '}').collect();
+                out.push(char::from_u32(u32::from_str_radix(&h, 16).ok()?)?);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -473,21 +884,84 @@ mod tests {
     use super::*;
 
     #[test]
-    fn local_names() {
+    fn local_names_follow_scp() {
         assert_eq!(
             local_target("a/b.txt", None).unwrap(),
             PathBuf::from("b.txt")
         );
-        assert_eq!(
-            local_target("b.txt", Some(Path::new("x"))).unwrap(),
-            PathBuf::from("x")
-        );
         let d = tempfile::tempdir().unwrap();
+        let x = d.path().join("x");
+        assert_eq!(local_target("b.txt", Some(&x)).unwrap(), x);
         assert_eq!(
             local_target("a/b.txt", Some(d.path())).unwrap(),
             d.path().join("b.txt")
         );
+        let slash = PathBuf::from(format!("{}/", d.path().display()));
+        assert_eq!(
+            local_target("a/b.txt", Some(&slash)).unwrap(),
+            d.path().join("b.txt")
+        );
+        // A trailing slash names a directory, which must exist.
+        let nd = PathBuf::from(format!("{}/nd/", d.path().display()));
+        let e = local_target("b.txt", Some(&nd)).unwrap_err().to_string();
+        assert!(e.contains("no local directory") && e.contains("nd/"), "{e}");
+        // A file name in a directory that does not exist: named.
+        let e = local_target("b.txt", Some(&d.path().join("nd/x")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("nd/x") && e.contains("no local directory"),
+            "{e}"
+        );
+        // Remote names that are no file.
+        assert!(matches!(
+            local_target("notes.txt/", Some(&x)),
+            Err(ClientError::BadPath(_))
+        ));
         assert!(local_target("dir/", None).is_err());
         assert!(local_target("..", None).is_err());
+    }
+
+    #[test]
+    fn listings_parse_and_unescape() {
+        let l = "12\ta.txt\n-\tsub/\n3\tx\\ny\\\\z\\x1b\n0\tq\\u{202e}\nbogus\n";
+        assert_eq!(
+            parse_listing(l),
+            vec![
+                Entry {
+                    name: "a.txt".into(),
+                    size: Some(12)
+                },
+                Entry {
+                    name: "sub".into(),
+                    size: None
+                },
+                Entry {
+                    name: "x\ny\\z\u{1b}".into(),
+                    size: Some(3)
+                },
+                Entry {
+                    name: "q\u{202e}".into(),
+                    size: Some(0)
+                },
+            ]
+        );
+        for name in ["plain", "a\nb\\c\u{7}", "r\u{2066}"] {
+            assert_eq!(unescape(&text::escape(name)).unwrap(), name);
+        }
+    }
+
+    #[test]
+    fn server_text_is_escaped() {
+        let e = ClientError::Server {
+            code: ErrorCode::Io,
+            message: "bad\n\u{1b}[2Jthing".into(),
+        };
+        assert_eq!(e.to_string(), "server: bad\\n\\x1b[2Jthing");
+        let e = ClientError::Server {
+            code: ErrorCode::NotFound,
+            message: "\u{1b}]0;pwned\u{7}".into(),
+        };
+        assert_eq!(e.to_string(), "\\x1b]0;pwned\\x07");
     }
 }

@@ -3,15 +3,14 @@
 //!
 //! - [`addr`]: `host[:port]` parsing and resolution (default port 6969, IPv6 in brackets).
 //! - [`server`]: the `udpftd` event loop (one socket, many sessions).
-//! - [`client`]: one client session over a connected socket, progress and summary.
-//! - [`shell`]: the interactive `ftp>` shell.
+//! - [`client`]: the client driver: one session per command over a connected socket,
+//!   scp's path rules, every resolved address tried, typed errors. It prints nothing.
 //! - [`relay`]: the `udpft-lossy` relay: the link model between real sockets.
 
 pub mod addr;
 pub mod client;
 pub mod relay;
 pub mod server;
-pub mod shell;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
