@@ -5,8 +5,6 @@
 //! Run it with `cargo run --release --example demo`.
 
 use std::fs;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use udpft::net::client::{Client, ClientOptions};
@@ -27,9 +25,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "server: listening on {addr}, serving {}",
         server.root().display()
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let thread = std::thread::spawn(move || server.run(&flag));
+    let stopper = server.stopper();
+    let thread = std::thread::spawn(move || server.run());
 
     // 8 MiB of pseudo-random bytes to move around.
     let original = local.path().join("hello.bin");
@@ -72,7 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_else(|| "not measured".into()),
     );
 
-    stop.store(true, Ordering::Relaxed);
+    stopper.stop();
     thread.join().expect("the server thread does not panic")?;
     std::thread::sleep(Duration::from_millis(10));
     if !same {

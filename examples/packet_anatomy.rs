@@ -232,6 +232,7 @@ fn main() {
         session: 0x1234_5678_9abc_def0,
         seq: 0,
         message: Message::Request(Request {
+            token: None,
             op: Op::Get,
             block_size: wire::DEFAULT_BLOCK_SIZE,
             size: 0,

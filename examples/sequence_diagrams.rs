@@ -26,7 +26,7 @@ use udpft::link::{Fault, Impairments, LinkConfig};
 use udpft::net::parse_duration;
 use udpft::sim::{self, Capture, ServerPlan, SimConfig};
 
-/// Runs a put of two blocks through a link with 0.3 ms latency each way and `fault`.
+/// Runs a put of two blocks through a link with 0.4 ms latency each way and `fault`.
 fn run(title: &str, fault: &str, expect: &[&str]) -> Diagram {
     let engine = Config {
         block_size: 1000,
@@ -34,7 +34,7 @@ fn run(title: &str, fault: &str, expect: &[&str]) -> Diagram {
         ..Config::default()
     };
     let link = LinkConfig::symmetric(Impairments {
-        delay: Duration::from_micros(300),
+        delay: Duration::from_micros(400),
         ..Impairments::none()
     })
     .with_faults(&[Fault::parse(fault, parse_duration).unwrap()])
@@ -82,28 +82,29 @@ fn run(title: &str, fault: &str, expect: &[&str]) -> Diagram {
 
 fn main() {
     println!(
-        "A put of 1500 bytes in blocks of 1000 over a link with 0.3 ms latency each way.\n\
-         The first round trip (REQUEST -> ACCEPT) measures 0.6 ms, so RFC 6298 gives\n\
-         RTO = SRTT + 4 x RTTVAR = 0.6 + 4 x 0.3 = 1.8 ms for DATA 1.\n"
+        "A put of 1500 bytes in blocks of 1000 over a link with 0.4 ms latency each way.\n\
+         The first two round trips (REQUEST -> RETRY, the address check, and REQUEST ->\n\
+         ACCEPT) measure 0.8 ms each, so RFC 6298 gives SRTT 0.8 and RTTVAR 0.3\n\
+         (0.4, then 3/4 of it), and RTO = SRTT + 4 x RTTVAR = 0.8 + 4 x 0.3 = 2.0 ms for DATA 1.\n"
     );
     run(
         "1. The first DATA packet is lost",
         "to-server:data:1:drop",
-        &["timeout after 1.80 ms, data #1 resent"],
+        &["timeout after 2.00 ms, data #1 resent"],
     );
     run(
         "2. The first ACK is lost",
         "to-client:ack:1:drop",
         &[
-            "timeout after 1.80 ms, data #1 resent",
+            "timeout after 2.00 ms, data #1 resent",
             "server: duplicate data #1 acknowledged again (not written twice)",
         ],
     );
     let d = run(
         "3. An ACK is delayed past the timeout",
-        "to-client:ack:1:delay=2ms",
+        "to-client:ack:1:delay=3ms",
         &[
-            "timeout after 1.80 ms, data #1 resent",
+            "timeout after 2.00 ms, data #1 resent",
             "server: duplicate data #1 acknowledged again",
             "client: stale ack #1 ignored (only a timeout causes a resend)",
         ],

@@ -78,6 +78,11 @@ impl World {
         self.travel();
         let d = Datagram::parse(bytes).expect("nothing corrupts it in this example");
         self.receiver.handle(self.now, &d);
+        // A verified DONE: store the data (here, at once) before it is acknowledged.
+        if let Some(mut sink) = self.receiver.poll_commit() {
+            let stored = sink.flush().and_then(|_| sink.commit());
+            self.receiver.commit_done(self.now, stored);
+        }
         self.events();
     }
 

@@ -84,6 +84,8 @@ pub fn packet_label(kind: Kind, seq: u64) -> String {
         Kind::Ack => "ACK",
         Kind::Done => "DONE",
         Kind::Error => "ERROR",
+        Kind::Retry => "RETRY",
+        Kind::Wait => "WAIT",
     };
     format!("{name} #{seq}")
 }
@@ -221,7 +223,9 @@ impl Diagram {
                     true,
                 ));
             }
-            Event::Acked { rtt: Some(r), .. } => {
+            Event::Acked { rtt: Some(r), .. }
+            | Event::Retried { rtt: Some(r) }
+            | Event::Waiting { rtt: Some(r), .. } => {
                 t.est.sample(*r);
                 t.backoffs = 0;
                 self.rows.push(note(
@@ -233,7 +237,7 @@ impl Diagram {
                     false,
                 ));
             }
-            Event::Acked { rtt: None, .. } => {
+            Event::Acked { rtt: None, .. } | Event::Retried { rtt: None } => {
                 let before = t.est.rto();
                 t.est
                     .acknowledged_after_resend(at.saturating_sub(t.last_sent));

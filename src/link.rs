@@ -305,7 +305,7 @@ pub struct Direction {
     in_burst: bool,
     classify: bool,
     /// Datagrams seen of each packet type (indexed by type byte - 1).
-    seen_kind: [u64; 6],
+    seen_kind: [u64; 8],
     limiter: Limiter,
     stats: LinkStats,
 }
@@ -320,7 +320,7 @@ impl Direction {
             fault_rng: StdRng::seed_from_u64(seed ^ 0xfa17_fa17_fa17_fa17),
             in_burst: false,
             classify: !imp.faults.is_empty(),
-            seen_kind: [0; 6],
+            seen_kind: [0; 8],
             limiter: Limiter::default(),
             stats: LinkStats::default(),
         }

@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::engine::{
-    ClientSession, Config, Event, Job, ServerSession, Sink, Stats, Status, reject,
+    ClientSession, Config, Ended, EndpointConfig, Event, IoOutcome, IoRequest, Job, ServerEndpoint,
+    Sink, Stats, Status,
 };
 use crate::link::{DelayQueue, Fate, Link, LinkConfig, LinkStats, Way};
-use crate::wire::{Datagram, ErrorCode, Message, Op, SessionId};
+use crate::wire::{ErrorCode, SessionId};
 
 /// The client's address in the simulation.
 pub const CLIENT: &str = "192.0.2.1:40000";
@@ -239,9 +240,36 @@ pub fn run(cfg: SimConfig, name: &str, job: Job, plan: ServerPlan) -> SimOutcome
     run_scripted(cfg, name, job, plan, &mut |_, _| true)
 }
 
+/// The simulated server's storage: answers the endpoint's file operations at once
+/// from the plan (a refusal may be given again; anything else once).
+fn answer_io(plan: &mut Option<ServerPlan>, io: IoRequest) -> (SessionId, IoOutcome) {
+    match io {
+        IoRequest::Open { ticket, .. } => {
+            let outcome = match plan.take() {
+                Some(ServerPlan::Serve(src, size)) => IoOutcome::Send(src, size),
+                Some(ServerPlan::Store(sink)) => IoOutcome::Store(sink),
+                Some(ServerPlan::Answer) => IoOutcome::Done,
+                Some(ServerPlan::Refuse(code, msg)) => {
+                    *plan = Some(ServerPlan::Refuse(code, msg.clone()));
+                    IoOutcome::Refused(code, msg)
+                }
+                None => IoOutcome::Refused(ErrorCode::Busy, "already answered".into()),
+            };
+            (ticket, outcome)
+        }
+        IoRequest::Commit { ticket, mut sink } => {
+            let stored = sink.flush().and_then(|_| sink.commit());
+            (ticket, IoOutcome::Committed(stored))
+        }
+    }
+}
+
 /// Like [`run`], but every datagram that survives the link is first shown to `arrive`
 /// at its arrival time, which may rewrite it and returns whether to deliver it. Tests
 /// use it to lose one chosen packet, or to watch what is in flight.
+///
+/// The server is the real front door, [`ServerEndpoint`] (address check, routing,
+/// admission), with its file operations answered at once from `plan`.
 pub fn run_scripted(
     cfg: SimConfig,
     name: &str,
@@ -254,13 +282,22 @@ pub fn run_scripted(
     let start = Instant::now();
     let mut now = start;
     let nonce: SessionId = 0x1000 + cfg.seed;
-    let server_id: SessionId = 0xABCD_0000 + cfg.seed;
-    let op = job.op();
     let mut client =
         ClientSession::new(server_addr, nonce, name, job, cfg.client).expect("name fits");
     let mut plan = Some(plan);
-    let mut server: Option<ServerSession> = None;
-    let mut server_dropped = 0;
+    let mut server = ServerEndpoint::new(
+        EndpointConfig {
+            session: cfg.server,
+            overwrite: true,
+            allow_delete: true,
+            allow_exit: true,
+            seed: Some(cfg.seed),
+            keep_outcomes: true,
+            ..EndpointConfig::default()
+        },
+        start,
+    );
+    let mut ended: Option<Ended> = None;
     let tracing = cfg.client.trace || cfg.server.trace;
     let mut wire = Wire {
         link: Link::new(cfg.link, cfg.seed),
@@ -273,39 +310,52 @@ pub fn run_scripted(
     }
     let mut trace = Vec::new();
     let mut events = Vec::new();
-    let mut scratch = vec![0u8; 2048];
+    let mut out = vec![0u8; crate::wire::MAX_DATAGRAM];
     let mut hung = false;
 
     loop {
+        // A verified DONE is stored at once here (no time passes), so its ACK goes out
+        // without a WAIT before it.
+        if let Some(mut sink) = client.poll_commit() {
+            let stored = sink.flush().and_then(|_| sink.commit());
+            client.commit_done(now, stored);
+        }
+        while let Some(io) = server.poll_io() {
+            let (ticket, outcome) = answer_io(&mut plan, io);
+            server.io_done(now, ticket, outcome);
+        }
         while let Some(b) = client.poll_transmit(now) {
             wire.send(now, Way::ClientToServer, b);
         }
-        if let Some(s) = server.as_mut() {
-            while let Some(b) = s.poll_transmit(now) {
-                wire.send(now, Way::ServerToClient, b);
-            }
+        while let Some((_, n)) = server.poll_transmit(now, &mut out) {
+            wire.send(now, Way::ServerToClient, &out[..n]);
         }
+        // Storage answered synchronously may leave more to do at this same instant.
+        if server.poll_io_pending() {
+            continue;
+        }
+        while server.poll_log().is_some() {}
         if tracing {
             let t = now - start;
             while let Some(e) = client.poll_event() {
                 trace.push(line(t, "client", &e));
                 events.push((t, "client", e));
             }
-            if let Some(s) = server.as_mut() {
-                while let Some(e) = s.poll_event() {
-                    trace.push(line(t, "server", &e));
-                    events.push((t, "server", e));
-                }
+            while let Some((_, _, e)) = server.poll_event() {
+                trace.push(line(t, "server", &e));
+                events.push((t, "server", e));
             }
         }
-        let server_done = server.as_ref().is_none_or(|s| terminal(s.status()));
-        if terminal(client.status()) && server_done && wire.queue.is_empty() {
+        while let Some(e) = server.poll_ended() {
+            ended = Some(e);
+        }
+        if terminal(client.status()) && server.is_idle() && wire.queue.is_empty() {
             break;
         }
         let next = [
             wire.queue.next_due(),
             client.poll_timeout(),
-            server.as_ref().and_then(|s| s.poll_timeout()),
+            server.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -325,39 +375,31 @@ pub fn run_scripted(
                 continue;
             }
             match way {
-                Way::ClientToServer => deliver_to_server(
-                    now,
-                    client_addr,
-                    &bytes,
-                    &mut server,
-                    &mut plan,
-                    &mut server_dropped,
-                    (server_id, op, cfg.server),
-                    &mut scratch,
-                    &mut wire,
-                ),
+                Way::ClientToServer => server.handle(now, client_addr, &bytes),
                 Way::ServerToClient => client.handle_datagram(now, &bytes),
             }
         }
         if client.poll_timeout().is_some_and(|t| t <= now) {
             client.handle_timeout(now);
         }
-        if let Some(s) = server.as_mut()
-            && s.poll_timeout().is_some_and(|t| t <= now)
-        {
-            s.handle_timeout(now);
+        if server.poll_timeout().is_some_and(|t| t <= now) {
+            server.handle_timeout(now);
         }
     }
-
+    server.close(now);
+    while let Some(e) = server.poll_ended() {
+        ended = Some(e);
+    }
+    let st = server.stats();
     SimOutcome {
         client: client.status().clone(),
-        server: server.as_ref().map(|s| s.status().clone()),
+        server: ended.as_ref().map(|e| e.status.clone()),
         client_stats: client.stats(),
-        server_stats: server.as_ref().map(|s| s.stats()).unwrap_or_default(),
+        server_stats: ended.as_ref().map(|e| e.stats).unwrap_or_default(),
         to_server: wire.link.to_server.stats(),
         to_client: wire.link.to_client.stats(),
-        server_dropped,
-        held_back: server.as_ref().map_or(0, |s| s.held_back),
+        server_dropped: st.malformed + st.unrouted,
+        held_back: ended.as_ref().map_or(0, |e| e.held_back),
         elapsed: now - start,
         hung,
         trace,
@@ -368,91 +410,4 @@ pub fn run_scripted(
 
 fn line(t: Duration, side: &str, e: &Event) -> String {
     format!("{:>9.3} ms  {side}: {e}", t.as_secs_f64() * 1e3)
-}
-
-/// The simulated server's front door: parse, route by nonce or id, create the session
-/// on the first acceptable REQUEST, refuse otherwise.
-#[allow(clippy::too_many_arguments)]
-fn deliver_to_server(
-    now: Instant,
-    from: SocketAddr,
-    bytes: &[u8],
-    server: &mut Option<ServerSession>,
-    plan: &mut Option<ServerPlan>,
-    dropped: &mut u64,
-    (id, op, cfg): (SessionId, Op, Config),
-    scratch: &mut [u8],
-    wire: &mut Wire,
-) {
-    let d = match Datagram::parse(bytes) {
-        Ok(d) => d,
-        Err(e) => {
-            // The header cannot be trusted, so the datagram cannot be routed: count it
-            // against the one session there is, as a real server counts it globally.
-            match server.as_mut() {
-                Some(s) => s.note_dropped(e),
-                None => *dropped += 1,
-            }
-            return;
-        }
-    };
-    if let Some(s) = server.as_mut() {
-        if d.session == s.id() || d.session == s.nonce() {
-            s.handle(now, from, &d, bytes.len());
-        } else {
-            *dropped += 1;
-        }
-        return;
-    }
-    let Message::Request(req) = d.message else {
-        *dropped += 1;
-        return;
-    };
-    let cfg = Config {
-        block_size: req.block_size.min(cfg.block_size),
-        ..cfg
-    };
-    match plan.take() {
-        Some(ServerPlan::Serve(src, size)) => {
-            *server = Some(ServerSession::send(
-                id,
-                from,
-                d.session,
-                bytes.len(),
-                op,
-                size,
-                src,
-                cfg,
-            ))
-        }
-        Some(ServerPlan::Store(sink)) => {
-            *server = Some(ServerSession::receive(
-                id,
-                from,
-                d.session,
-                bytes.len(),
-                req.size,
-                sink,
-                cfg,
-                now,
-            ))
-        }
-        Some(ServerPlan::Answer) => {
-            *server = Some(ServerSession::answered(
-                id,
-                from,
-                d.session,
-                bytes.len(),
-                op,
-                cfg,
-                now,
-            ))
-        }
-        Some(ServerPlan::Refuse(code, msg)) => {
-            let n = reject(d.session, code, &msg, bytes.len(), scratch);
-            wire.send(now, Way::ServerToClient, &scratch[..n]);
-            *plan = Some(ServerPlan::Refuse(code, msg));
-        }
-        None => *dropped += 1,
-    }
 }

@@ -32,7 +32,7 @@ fn push_escaped(out: &mut String, c: char) {
     }
 }
 
-/// A name as a log line, a terminal and a listing (PROTOCOL.md §3.7) show it: a
+/// A name as a log line, a terminal and a listing (PROTOCOL.md §3.9) show it: a
 /// backslash as `\\`, a newline as `\n`, a tab as `\t`, a carriage return as `\r`, any
 /// other control character as `\xHH` and a bidirectional control as `\u{HHHH}`.
 /// Reversible, so two different names never look alike; one name is always one line.

@@ -68,6 +68,12 @@ pub const MAX_MESSAGE_LEN: usize = 1024;
 pub const MIN_REQUEST_LEN: usize = 256;
 /// A size field meaning "not known in advance" (a listing).
 pub const UNKNOWN_SIZE: u64 = u64::MAX;
+/// The length of an address-check token (RETRY, and a REQUEST that carries one).
+pub const TOKEN_LEN: usize = 16;
+/// An address-check token: opaque to the client, checked only by the server that made it.
+pub type Token = [u8; TOKEN_LEN];
+/// The REQUEST flag that says a token follows the name.
+pub const FLAG_TOKEN: u8 = 0x01;
 
 /// Byte ranges of the header and payload fields (PROTOCOL.md §2–§3).
 mod field {
@@ -112,6 +118,8 @@ pub enum Kind {
     Ack = 4,
     Done = 5,
     Error = 6,
+    Retry = 7,
+    Wait = 8,
 }
 
 impl Kind {
@@ -123,6 +131,8 @@ impl Kind {
             4 => Kind::Ack,
             5 => Kind::Done,
             6 => Kind::Error,
+            7 => Kind::Retry,
+            8 => Kind::Wait,
             _ => return None,
         })
     }
@@ -136,7 +146,7 @@ pub enum Op {
     Get = 1,
     /// Upload a file: the client sends, the server receives.
     Put = 2,
-    /// Download a directory listing (PROTOCOL.md §3.7), as a get does.
+    /// Download a directory listing (PROTOCOL.md §3.9), as a get does.
     List = 3,
     /// Remove a file. Answered by ACCEPT alone.
     Delete = 4,
@@ -260,6 +270,8 @@ pub struct Request<'a> {
     pub size: u64,
     /// The path, relative to the server's root, `/`-separated.
     pub name: &'a str,
+    /// The server's address-check token, echoed from its RETRY (PROTOCOL.md §4.3).
+    pub token: Option<Token>,
 }
 
 /// An ACCEPT's fields (PROTOCOL.md §3.2).
@@ -291,6 +303,10 @@ pub enum Message<'a> {
         code: ErrorCode,
         message: &'a str,
     },
+    /// The server's answer to a REQUEST without a valid token: resend it with this one.
+    Retry(Token),
+    /// The receiver has verified DONE and is storing the data: do not resend DONE.
+    Wait,
 }
 
 /// One parsed (or to-be-emitted) datagram: header fields plus the message.
@@ -399,6 +415,20 @@ impl<'a> Datagram<'a> {
                     crc: be_u32(&p[field::DONE_CRC]),
                 }
             }
+            Kind::Retry => {
+                if p.len() != TOKEN_LEN || seq != 0 || session == 0 {
+                    return Err(WireError::Malformed("retry"));
+                }
+                let mut t = [0u8; TOKEN_LEN];
+                t.copy_from_slice(p);
+                Message::Retry(t)
+            }
+            Kind::Wait => {
+                if !p.is_empty() || seq == 0 {
+                    return Err(WireError::Malformed("wait"));
+                }
+                Message::Wait
+            }
             Kind::Error => {
                 if p.len() < field::ERR_MESSAGE || p.len() - field::ERR_MESSAGE > MAX_MESSAGE_LEN {
                     return Err(WireError::Malformed("error"));
@@ -427,6 +457,8 @@ impl<'a> Datagram<'a> {
             Message::Ack => Kind::Ack,
             Message::Done { .. } => Kind::Done,
             Message::Error { .. } => Kind::Error,
+            Message::Retry(_) => Kind::Retry,
+            Message::Wait => Kind::Wait,
         }
     }
 
@@ -434,7 +466,8 @@ impl<'a> Datagram<'a> {
     pub fn payload_len(&self) -> usize {
         match self.message {
             Message::Request(r) => {
-                let natural = field::REQ_NAME + r.name.len();
+                let token = if r.token.is_some() { TOKEN_LEN } else { 0 };
+                let natural = field::REQ_NAME + r.name.len() + token;
                 natural.max(MIN_REQUEST_LEN - OVERHEAD)
             }
             Message::Accept(_) => field::ACC_LEN,
@@ -442,6 +475,8 @@ impl<'a> Datagram<'a> {
             Message::Ack => 0,
             Message::Done { .. } => field::DONE_LEN,
             Message::Error { message, .. } => field::ERR_MESSAGE + message.len(),
+            Message::Retry(_) => TOKEN_LEN,
+            Message::Wait => 0,
         }
     }
 
@@ -472,12 +507,15 @@ impl<'a> Datagram<'a> {
                 }
                 p.fill(0);
                 p[field::REQ_OP] = r.op as u8;
-                p[field::REQ_FLAGS] = 0;
+                p[field::REQ_FLAGS] = if r.token.is_some() { FLAG_TOKEN } else { 0 };
                 p[field::REQ_BLOCK].copy_from_slice(&r.block_size.to_be_bytes());
                 p[field::REQ_SIZE].copy_from_slice(&r.size.to_be_bytes());
                 p[field::REQ_NAME_LEN].copy_from_slice(&(r.name.len() as u16).to_be_bytes());
-                p[field::REQ_NAME..field::REQ_NAME + r.name.len()]
-                    .copy_from_slice(r.name.as_bytes());
+                let end = field::REQ_NAME + r.name.len();
+                p[field::REQ_NAME..end].copy_from_slice(r.name.as_bytes());
+                if let Some(t) = r.token {
+                    p[end..end + TOKEN_LEN].copy_from_slice(&t);
+                }
             }
             Message::Accept(a) => {
                 p[field::ACC_NONCE].copy_from_slice(&a.nonce.to_be_bytes());
@@ -504,6 +542,8 @@ impl<'a> Datagram<'a> {
                 p[field::ERR_CODE].copy_from_slice(&code.to_u16().to_be_bytes());
                 p[field::ERR_MESSAGE..].copy_from_slice(message.as_bytes());
             }
+            Message::Retry(t) => p.copy_from_slice(&t),
+            Message::Wait => {}
         }
         write_header(buf, self.kind(), self.session, self.seq, payload_len);
         seal(buf, total);
@@ -559,7 +599,8 @@ fn parse_request<'a>(
         return Err(E);
     }
     let op = Op::from_u8(p[field::REQ_OP]).ok_or(E)?;
-    if p[field::REQ_FLAGS] != 0 {
+    let flags = p[field::REQ_FLAGS];
+    if flags & !FLAG_TOKEN != 0 {
         return Err(E);
     }
     let block_size = be_u32(&p[field::REQ_BLOCK]);
@@ -572,8 +613,20 @@ fn parse_request<'a>(
     }
     let name =
         std::str::from_utf8(&p[field::REQ_NAME..field::REQ_NAME + name_len]).map_err(|_| E)?;
+    let mut rest = field::REQ_NAME + name_len;
+    let token = if flags & FLAG_TOKEN != 0 {
+        let t: Token = p
+            .get(rest..rest + TOKEN_LEN)
+            .ok_or(E)?
+            .try_into()
+            .map_err(|_| E)?;
+        rest += TOKEN_LEN;
+        Some(t)
+    } else {
+        None
+    };
     // Padding must be zeros: it keeps the format strict and leaves room for later versions.
-    if p[field::REQ_NAME + name_len..].iter().any(|&b| b != 0) {
+    if p[rest..].iter().any(|&b| b != 0) {
         return Err(E);
     }
     Ok(Request {
@@ -581,6 +634,7 @@ fn parse_request<'a>(
         block_size,
         size: be_u64(&p[field::REQ_SIZE]),
         name,
+        token,
     })
 }
 
@@ -635,6 +689,7 @@ mod tests {
             session: 9,
             seq: 0,
             message: Message::Request(Request {
+                token: None,
                 op: Op::Put,
                 block_size: 1408,
                 size: 5_000_000_000,
@@ -680,6 +735,7 @@ mod tests {
             session: 5,
             seq: 0,
             message: Message::Request(Request {
+                token: None,
                 op: Op::Get,
                 block_size: 1408,
                 size: 0,

@@ -325,10 +325,16 @@ fn paths_outside_the_root_are_denied() {
 
 /// A valid REQUEST datagram, as a client would send it.
 fn request_bytes(op: Op, name: &str, nonce: u64) -> Vec<u8> {
+    request_with(op, name, nonce, None)
+}
+
+/// A REQUEST carrying the token of the server's RETRY.
+fn request_with(op: Op, name: &str, nonce: u64, token: Option<udpft::wire::Token>) -> Vec<u8> {
     let d = Datagram {
         session: nonce,
         seq: 0,
         message: Message::Request(Request {
+            token,
             op,
             block_size: 1408,
             size: 0,
@@ -477,11 +483,12 @@ fn killed_upload_leaves_no_file() {
     }
     assert!(!root.path().join("big").exists());
     assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
-    let log = srv.log();
-    assert!(
-        log.contains("put 'big'") && log.contains("failed"),
-        "log: {log}"
-    );
+    // The log line follows the file's removal by a moment.
+    let t = Instant::now();
+    while !(srv.log().contains("put 'big'") && srv.log().contains("failed")) {
+        assert!(t.elapsed() < Duration::from_secs(20), "log: {}", srv.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -693,7 +700,17 @@ fn hostile_requests_get_small_errors() {
             .expect("an answer to a well-formed request");
         // Anti-amplification: never more bytes back than the request had.
         assert!(n <= req.len(), "{n} > {}", req.len());
-        let d = Datagram::parse(&buf[..n]).unwrap();
+        let mut d = Datagram::parse(&buf[..n]).unwrap();
+        // The address check first (a refusal by policy needs none), then the answer.
+        if let Message::Retry(token) = d.message {
+            assert_eq!(d.session, nonce);
+            sock.send(&request_with(*op, name, nonce, Some(token)))
+                .unwrap();
+            let n = sock
+                .recv(&mut buf)
+                .expect("an answer once the address is proven");
+            d = Datagram::parse(&buf[..n]).unwrap();
+        }
         assert_eq!(d.session, nonce);
         match d.message {
             Message::Error { code: got, .. } => assert_eq!(got, *code, "case {i}"),
@@ -747,6 +764,10 @@ fn ctrl_c_abandons_an_upload_and_tells_the_server() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!root.path().join("big").exists());
-    let log = srv.log();
-    assert!(log.contains("interrupted by the user"), "log: {log}");
+    // The log line follows the file's removal by a moment.
+    let t = Instant::now();
+    while !srv.log().contains("interrupted by the user") {
+        assert!(t.elapsed() < Duration::from_secs(20), "log: {}", srv.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -162,7 +162,7 @@ fn transfers_through(loss: f64, others: f64, seed: u64) {
         r.stats().to_server.corrupted
     );
     // The server reports the resends of the gets it served in its per-session lines.
-    let ok = eventually(Duration::from_secs(5), || {
+    let ok = eventually(Duration::from_secs(30), || {
         let log = srv.log();
         let gets: Vec<&str> = log
             .lines()

@@ -40,6 +40,37 @@ fn spawn_udpft(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> Child {
         .unwrap()
 }
 
+/// Sends a REQUEST as a client does, through the server's address check (RETRY, then
+/// the same REQUEST with the token), and returns the server's answer to it.
+fn ask(sock: &UdpSocket, to: &str, nonce: u64, op: Op, name: &str, block_size: u32) -> Vec<u8> {
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut token = None;
+    loop {
+        let d = Datagram {
+            session: nonce,
+            seq: 0,
+            message: Message::Request(Request {
+                token,
+                op,
+                block_size,
+                size: 0,
+                name,
+            }),
+        };
+        let mut buf = vec![0u8; d.wire_len()];
+        let n = d.emit(&mut buf).unwrap();
+        sock.send_to(&buf[..n], to).unwrap();
+        let mut reply = vec![0u8; 70_000];
+        let (n, _) = sock.recv_from(&mut reply).unwrap();
+        reply.truncate(n);
+        match Datagram::parse(&reply).unwrap().message {
+            Message::Retry(t) if token.is_none() => token = Some(t),
+            _ => return reply,
+        }
+    }
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -234,25 +265,9 @@ fn names_cannot_forge_log_lines() {
         (12, Op::Put, in_no_dir.as_str()),
         (13, Op::List, evil),
     ] {
-        let d = Datagram {
-            session: nonce,
-            seq: 0,
-            message: Message::Request(Request {
-                op,
-                block_size: 1408,
-                size: 0,
-                name,
-            }),
-        };
-        let mut buf = vec![0u8; d.wire_len()];
-        let n = d.emit(&mut buf).unwrap();
-        sock.send_to(&buf[..n], &srv.addr).unwrap();
         // Each is answered (refused): the log line is written by then.
-        sock.set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        let mut reply = [0u8; 2048];
-        let (n, _) = sock.recv_from(&mut reply).unwrap();
-        let answer = Datagram::parse(&reply[..n]).unwrap();
+        let reply = ask(&sock, &srv.addr, nonce, op, name, 1408);
+        let answer = Datagram::parse(&reply).unwrap();
         let Message::Error { message, .. } = answer.message else {
             panic!("expected a refusal, got {answer:?}");
         };
@@ -261,7 +276,9 @@ fn names_cannot_forge_log_lines() {
     let t = Instant::now();
     let log = loop {
         let log = srv.log();
-        if log.lines().count() >= 3 || t.elapsed() > Duration::from_secs(20) {
+        if log.lines().filter(|l| l.contains("refused")).count() >= 3
+            || t.elapsed() > Duration::from_secs(20)
+        {
             break log;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -274,7 +291,11 @@ fn names_cannot_forge_log_lines() {
         !log.lines().any(|l| l.starts_with("udpftd: 6.6.6.6")),
         "{log}"
     );
-    assert_eq!(log.lines().count(), 3, "{log}");
+    assert_eq!(
+        log.lines().filter(|l| l.contains("refused")).count(),
+        3,
+        "{log}"
+    );
     assert!(log.contains("x\\nudpftd: 6.6.6.6:1"), "{log}");
 }
 
@@ -293,24 +314,18 @@ fn a_peers_error_message_cannot_forge_log_lines() {
         let n = d.emit(&mut buf).unwrap();
         sock.send_to(&buf[..n], &srv.addr).unwrap();
     };
-    send(Datagram {
-        session: 21,
-        seq: 0,
-        message: Message::Request(Request {
-            op: Op::Get,
-            block_size: 512,
-            size: 0,
-            name: "f",
-        }),
-    });
-    let mut reply = [0u8; 2048];
+    let first = ask(&sock, &srv.addr, 21, Op::Get, "f", 512);
+    let mut reply = first.clone();
     let id = loop {
-        let (n, _) = sock.recv_from(&mut reply).unwrap();
-        if let Ok(d) = Datagram::parse(&reply[..n])
+        if let Ok(d) = Datagram::parse(&reply)
             && let Message::Accept(_) = d.message
         {
             break d.session;
         }
+        let mut b = vec![0u8; 70_000];
+        let (n, _) = sock.recv_from(&mut b).unwrap();
+        b.truncate(n);
+        reply = b;
     };
     let evil =
         "bye\nudpftd: 10.0.0.1:53 delete '/etc/passwd': ok\u{1b}]0;PWNED\u{7}\u{9b}2J\u{202e}";

@@ -106,7 +106,7 @@ fn sequence_diagrams() {
     has(&out, "⏱");
     has(
         &out,
-        "client: timeout: RTO 1.80 ms = SRTT 0.60 + 4 × RTTVAR 0.30; DATA #1 resent, next RTO 3.60 ms",
+        "client: timeout: RTO 2.00 ms = SRTT 0.80 + 4 × RTTVAR 0.30; DATA #1 resent, next RTO 4.00 ms",
     );
     has(&out, "== 2. The first ACK is lost");
     has(&out, "✕───────── ACK #1 ──│");
@@ -121,7 +121,7 @@ fn sequence_diagrams() {
         "stale acks ignored by the client: 1; file stored intact: true",
     );
     has(&out, "sequenceDiagram\n    participant C as client");
-    has(&out, "    S->>C: ACK 1 at 0.900 ms (delayed 2.30 ms");
+    has(&out, "    S->>C: ACK 1 at 2.000 ms (delayed 3.40 ms");
 }
 
 #[test]

@@ -21,6 +21,7 @@ fn fault(s: &str) -> Fault {
 fn datagram(kind: Kind, seq: u64) -> Vec<u8> {
     let message = match kind {
         Kind::Request => Message::Request(Request {
+            token: None,
             op: Op::Get,
             block_size: 512,
             size: 0,
@@ -42,9 +43,11 @@ fn datagram(kind: Kind, seq: u64) -> Vec<u8> {
             code: ErrorCode::NotFound,
             message: "no",
         },
+        Kind::Retry => Message::Retry([9; udpft::wire::TOKEN_LEN]),
+        Kind::Wait => Message::Wait,
     };
     let seq = match kind {
-        Kind::Request | Kind::Accept => 0,
+        Kind::Request | Kind::Accept | Kind::Retry => 0,
         _ => seq,
     };
     let mut buf = vec![0u8; 2048];
@@ -59,14 +62,19 @@ fn datagram(kind: Kind, seq: u64) -> Vec<u8> {
     buf
 }
 
-const KINDS: [(Kind, &str); 6] = [
+const KINDS: [(Kind, &str); 8] = [
     (Kind::Request, "request"),
+    (Kind::Retry, "retry"),
     (Kind::Accept, "accept"),
     (Kind::Data, "data"),
     (Kind::Ack, "ack"),
+    (Kind::Wait, "wait"),
     (Kind::Done, "done"),
     (Kind::Error, "error"),
 ];
+
+/// Datagrams per round of [`traffic`]: one of every kind and one that is not udpft.
+const ROUND: usize = KINDS.len() + 1;
 
 /// Two of every kind with something that is not udpft between the rounds.
 fn traffic() -> Vec<(Option<Kind>, Vec<u8>)> {
@@ -147,22 +155,22 @@ fn check_one(script: &str, target: usize) {
     }
     let s = dir.stats();
     assert_eq!(s.faults, 1, "{script}");
-    assert_eq!(s.seen, 14);
+    assert_eq!(s.seen, 2 * ROUND as u64);
 }
 
 #[test]
 fn every_kind_and_every_action_hits_exactly_its_datagram() {
     for (ki, (_, word)) in KINDS.iter().enumerate() {
         for action in ["drop", "duplicate", "corrupt", "delay=3ms"] {
-            // The first of that kind is at index ki, the second at 7 + ki.
+            // The first of that kind is at index ki, the second one round later.
             check_one(&format!("to-server:{word}:1:{action}"), ki);
-            check_one(&format!("to-server:{word}:2:{action}"), 7 + ki);
+            check_one(&format!("to-server:{word}:2:{action}"), ROUND + ki);
         }
     }
-    // `any` counts every datagram, those that are not udpft too (index 6 is one).
+    // `any` counts every datagram, those that are not udpft too (the last of a round).
     for action in ["drop", "duplicate", "corrupt", "delay=3ms"] {
-        check_one(&format!("to-server:any:7:{action}"), 6);
-        check_one(&format!("to-server:any:10:{action}"), 9);
+        check_one(&format!("to-server:any:{ROUND}:{action}"), ROUND - 1);
+        check_one(&format!("to-server:any:{}:{action}", ROUND + 3), ROUND + 2);
     }
 }
 
@@ -190,7 +198,9 @@ fn a_fault_changes_no_other_decision_and_targets_its_direction_only() {
     for (i, (_, bytes)) in traffic().into_iter().enumerate() {
         let a = plain.to_server.decide(now, &bytes);
         let b = faulty.to_server.decide(now, &bytes);
-        if i == 9 {
+        // The second DATA: the fault's target.
+        let data = KINDS.iter().position(|(k, _)| *k == Kind::Data).unwrap();
+        if i == ROUND + data {
             assert!(b.is_lost() && b.fault.is_some());
         } else {
             assert_eq!(a, b, "#{i}");

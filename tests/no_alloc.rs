@@ -70,6 +70,11 @@ fn steady_state_transfer_allocates_nothing_per_packet() {
             wire[..n].copy_from_slice(b);
             r.handle(now, &Datagram::parse(&wire[..n]).unwrap());
         }
+        // DONE verified: store at once (as the simulator does), then acknowledge.
+        if let Some(mut sink) = r.poll_commit() {
+            let stored = sink.commit();
+            r.commit_done(now, stored);
+        }
         while let Some(b) = r.poll_transmit(now) {
             let n = b.len();
             wire[..n].copy_from_slice(b);

@@ -44,6 +44,7 @@ fn arb_datagram() -> impl Strategy<Value = Vec<u8>> {
                 0 => (
                     0,
                     Message::Request(Request {
+                        token: None,
                         op,
                         block_size: block,
                         size: seq,

@@ -9,7 +9,8 @@
 
 local udpft = Proto("udpft", "udpft file transfer")
 
-local TYPES = { [1] = "REQUEST", [2] = "ACCEPT", [3] = "DATA", [4] = "ACK", [5] = "DONE", [6] = "ERROR" }
+local TYPES = { [1] = "REQUEST", [2] = "ACCEPT", [3] = "DATA", [4] = "ACK", [5] = "DONE", [6] = "ERROR",
+    [7] = "RETRY", [8] = "WAIT" }
 local OPS = { [1] = "get", [2] = "put", [3] = "list", [4] = "delete", [5] = "exit" }
 local ERRORS = {
     [0] = "undefined", [1] = "not found", [2] = "access denied", [3] = "already exists",
@@ -32,6 +33,7 @@ f.block_size = ProtoField.uint32("udpft.block_size", "Block size")
 f.size = ProtoField.uint64("udpft.size", "Size")
 f.name_len = ProtoField.uint16("udpft.name_len", "Name length")
 f.name = ProtoField.string("udpft.name", "Name", base.UNICODE)
+f.token = ProtoField.bytes("udpft.token", "Address-check token")
 f.padding = ProtoField.bytes("udpft.padding", "Padding")
 f.nonce = ProtoField.uint64("udpft.nonce", "Nonce", base.HEX)
 f.data = ProtoField.bytes("udpft.data", "Data")
@@ -88,7 +90,7 @@ end
 
 local function looks_like_udpft(tvb)
     return tvb:len() >= 26 and tvb(0, 1):uint() == 0x55 and tvb(1, 1):uint() == 0x46
-        and tvb(2, 1):uint() == 1 and tvb(3, 1):uint() >= 1 and tvb(3, 1):uint() <= 6
+        and tvb(2, 1):uint() == 1 and tvb(3, 1):uint() >= 1 and tvb(3, 1):uint() <= 8
 end
 
 local function dissect_payload(kind, p, plen, tree)
@@ -102,9 +104,17 @@ local function dissect_payload(kind, p, plen, tree)
         local nlen = p(14, 2):uint()
         if 16 + nlen > plen then return "name longer than the payload" end
         if nlen > 0 then tree:add(f.name, p(16, nlen)) end
-        if plen > 16 + nlen then tree:add(f.padding, p(16 + nlen, plen - 16 - nlen)) end
+        local rest = 16 + nlen
+        local with_token = band(p(1, 1):uint(), 1) == 1
+        if with_token then
+            if rest + 16 > plen then return "token longer than the payload" end
+            tree:add(f.token, p(rest, 16))
+            rest = rest + 16
+        end
+        if plen > rest then tree:add(f.padding, p(rest, plen - rest)) end
         local name = nlen > 0 and p(16, nlen):string() or ""
-        return string.format("%s '%s', block size %d", OPS[p(0, 1):uint()] or "?", name, p(2, 4):uint())
+        return string.format("%s '%s', block size %d%s", OPS[p(0, 1):uint()] or "?", name, p(2, 4):uint(),
+            with_token and ", with token" or "")
     elseif kind == 2 then -- ACCEPT
         if plen ~= 22 then return "ACCEPT payload is not 22 bytes" end
         tree:add(f.nonce, p(0, 8))
@@ -124,6 +134,12 @@ local function dissect_payload(kind, p, plen, tree)
         tree:add(f.stream_length, p(0, 8))
         tree:add(f.stream_crc, p(8, 4))
         return string.format("length %s, CRC32 %08x", tostring(p(0, 8):uint64()), p(8, 4):uint())
+    elseif kind == 7 then -- RETRY
+        if plen ~= 16 then return "RETRY payload is not 16 bytes" end
+        tree:add(f.token, p(0, 16))
+        return "address check: send the request again with this token"
+    elseif kind == 8 then -- WAIT
+        return "storing: do not resend DONE"
     elseif kind == 6 then -- ERROR
         if plen < 2 then return "short ERROR" end
         tree:add(f.error_code, p(0, 2))

@@ -133,7 +133,7 @@ struct Cli {
     queue: Option<usize>,
 
     /// A scripted fault, DIRECTION:KIND:N:ACTION (repeatable): to-server or to-client;
-    /// request, accept, data, ack, done, error or any; the N-th of them (from 1); drop,
+    /// request, retry, accept, data, ack, wait, done, error or any; the N-th of them (from 1); drop,
     /// duplicate, corrupt or delay=DURATION. E.g. --fault to-client:data:1:drop
     #[arg(long, value_name = "DIRECTION:KIND:N:ACTION", value_parser = parse_fault)]
     fault: Vec<Fault>,

@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
@@ -35,6 +33,12 @@ struct Args {
     /// Most sessions at once; more clients are answered "busy".
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     max_sessions: u64,
+    /// Most transfers at once from one IP address (a few clients cannot take every slot).
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    max_per_address: u64,
+    /// IO worker threads: every file operation runs on one, off the network thread.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    io_workers: u64,
     /// Let put replace existing files.
     #[arg(long)]
     overwrite: bool,
@@ -56,7 +60,7 @@ struct Args {
     timeout: Duration,
     /// A session without progress for this long (no new block acknowledged or
     /// received, whatever the client sends) is dropped; an upload's data is discarded.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
     idle: Duration,
     /// On SIGINT/SIGTERM, how long transfers in flight may still run.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
@@ -98,6 +102,8 @@ fn main() -> ExitCode {
         root: a.root,
         listen,
         max_sessions: a.max_sessions as usize,
+        max_per_address: a.max_per_address as usize,
+        io_workers: a.io_workers as usize,
         overwrite: a.overwrite,
         read_only: a.read_only,
         allow_delete: a.allow_delete,
@@ -143,9 +149,8 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)) {
+    let stopper = server.stopper();
+    if let Err(e) = ctrlc::set_handler(move || stopper.stop()) {
         eprintln!("udpftd: cannot handle signals: {e}");
     }
     // The first stdout line names the bound address (tests and scripts read it).
@@ -157,7 +162,7 @@ fn main() -> ExitCode {
     if !quiet {
         eprintln!("udpftd: {policy}");
     }
-    match server.run(&stop) {
+    match server.run() {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("udpftd: {e}");

@@ -100,6 +100,7 @@ impl ClientSession {
             session: nonce,
             seq: 0,
             message: Message::Request(Request {
+                token: None,
                 op,
                 block_size: cfg
                     .block_size
@@ -178,6 +179,45 @@ impl ClientSession {
 
     fn handle_handshake(&mut self, now: Instant, d: &Datagram) {
         match d.message {
+            // The server checks our address before it opens anything (PROTOCOL.md §4.3):
+            // the same request again, now carrying its token. A second RETRY (the
+            // server restarted, or our token expired) is answered the same way.
+            Message::Retry(token) if d.session == self.nonce => {
+                self.stats.received += 1;
+                let Phase::Requesting {
+                    packet,
+                    out,
+                    resend_after,
+                    ..
+                } = &mut self.phase
+                else {
+                    unreachable!()
+                };
+                let Ok(Datagram {
+                    message: Message::Request(req),
+                    ..
+                }) = Datagram::parse(&packet[..out.len])
+                else {
+                    unreachable!("our own request parses")
+                };
+                let again = Datagram {
+                    session: self.nonce,
+                    seq: 0,
+                    message: Message::Request(Request {
+                        token: Some(token),
+                        ..req
+                    }),
+                };
+                let mut next = vec![0; again.wire_len()];
+                let len = again
+                    .emit(&mut next)
+                    .expect("a checked request always encodes");
+                let rtt = out.acknowledged(now, &mut self.rto);
+                *packet = next;
+                *out = Outstanding::new(Kind::Request, 0, len);
+                *resend_after = None;
+                self.trace(Event::Retried { rtt });
+            }
             Message::Accept(a) if a.nonce == self.nonce && d.session != 0 => {
                 if a.op != self.op || a.block_size > self.cfg.block_size.max(wire::MIN_BLOCK_SIZE) {
                     return self.fail(TransferError::Protocol {
@@ -359,6 +399,22 @@ impl ClientSession {
             Phase::Receiving(r) => r.abort(reason),
             Phase::Requesting { .. } => self.fail(TransferError::Aborted(reason.to_string())),
             Phase::Over => {}
+        }
+    }
+
+    /// The sink to store once a download's DONE is verified (see
+    /// [`Receiver::poll_commit`]); report with [`ClientSession::commit_done`].
+    pub fn poll_commit(&mut self) -> Option<Box<dyn Sink + Send>> {
+        match &mut self.phase {
+            Phase::Receiving(r) => r.poll_commit(),
+            _ => None,
+        }
+    }
+
+    /// The outcome of storing what [`ClientSession::poll_commit`] handed out.
+    pub fn commit_done(&mut self, now: Instant, result: std::io::Result<()>) {
+        if let Phase::Receiving(r) = &mut self.phase {
+            r.commit_done(now, result);
         }
     }
 

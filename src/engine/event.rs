@@ -37,8 +37,22 @@ pub enum Event {
     Dropped(WireError),
     /// A datagram for another session, or from the wrong address, was dropped.
     Foreign,
-    /// DONE arrived and its length and CRC32 match what was received.
+    /// DONE arrived and its length and CRC32 match what was received; the data is
+    /// stored and DONE acknowledged.
     Verified { length: u64, crc: u32 },
+    /// DONE was verified but storing the data takes a while: WAIT went out, so the
+    /// sender does not resend DONE meanwhile (PROTOCOL.md §4.4).
+    Storing { seq: Seq },
+    /// The receiver said it is storing the data (WAIT): DONE is not resent while it does,
+    /// only probed now and then.
+    Waiting { seq: Seq, rtt: Option<Duration> },
+    /// The ack of DONE came after a WAIT: the receiver has stored the data.
+    Stored { seq: Seq },
+    /// The server asked for an address check (RETRY): the request goes again with its
+    /// token.
+    Retried { rtt: Option<Duration> },
+    /// The server sent a RETRY to an unproven address instead of opening a session.
+    RetrySent,
     /// The transfer failed.
     Failed(TransferError),
 }
@@ -51,6 +65,8 @@ pub(crate) fn kind_name(kind: Kind) -> &'static str {
         Kind::Ack => "ack",
         Kind::Done => "done",
         Kind::Error => "error",
+        Kind::Retry => "retry",
+        Kind::Wait => "wait",
     }
 }
 
@@ -145,6 +161,37 @@ impl fmt::Display for Event {
             }
             Event::Dropped(e) => write!(f, "datagram dropped: {e}"),
             Event::Foreign => f.write_str("datagram for another session dropped"),
+            Event::Storing { seq } => {
+                write!(
+                    f,
+                    "storing the file: wait #{seq} sent (done is not to be resent)"
+                )
+            }
+            Event::Waiting { seq, rtt } => match rtt {
+                Some(rtt) => write!(
+                    f,
+                    "wait #{seq} received, round trip {}: the receiver is storing the file",
+                    ms(*rtt)
+                ),
+                None => write!(f, "wait #{seq} received: the receiver is storing the file"),
+            },
+            Event::Stored { seq } => write!(
+                f,
+                "ack #{seq} received: the receiver has stored the file (transfer complete)"
+            ),
+            Event::Retried { rtt } => match rtt {
+                Some(rtt) => write!(
+                    f,
+                    "retry received (address check), round trip {}: the request goes again with its token",
+                    ms(*rtt)
+                ),
+                None => f.write_str(
+                    "retry received (address check): the request goes again with its token",
+                ),
+            },
+            Event::RetrySent => {
+                f.write_str("retry sent (address check: no session until the client answers)")
+            }
             Event::Verified { length, crc } => {
                 write!(
                     f,

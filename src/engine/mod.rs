@@ -23,6 +23,7 @@
 //! with the file.
 
 mod client;
+pub mod endpoint;
 mod event;
 mod receiver;
 mod retransmit;
@@ -38,6 +39,9 @@ use thiserror::Error;
 pub use crate::rto::RtoConfig;
 pub use crate::wire::ErrorCode;
 pub use client::{ClientSession, Job};
+pub use endpoint::{
+    Ended, EndpointConfig, EndpointStats, IoOutcome, IoRequest, LogLevel, ServerEndpoint,
+};
 pub use event::Event;
 pub use receiver::Receiver;
 pub use sender::Sender;
@@ -66,7 +70,7 @@ impl Default for Config {
         Config {
             block_size: crate::wire::DEFAULT_BLOCK_SIZE,
             rto: RtoConfig::default(),
-            give_up: Duration::from_secs(10),
+            give_up: Duration::from_secs(30),
             linger: Duration::ZERO,
             trace: false,
         }

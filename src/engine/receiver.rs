@@ -11,6 +11,11 @@ use crate::wire::{self, Accept, Datagram, Kind, Message, Seq, SessionId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Receiving,
+    /// DONE `seq` verified; the driver is storing the data (`poll_commit`, then
+    /// `commit_done`). A resent DONE is answered with WAIT.
+    Committing {
+        seq: Seq,
+    },
     /// DONE verified, committed and acknowledged; re-acknowledging a resent DONE until then.
     Lingering {
         until: Instant,
@@ -22,12 +27,15 @@ enum Phase {
 ///
 /// Guarantees: DATA *n* is written only if it is the next expected block, and every
 /// DATA is acknowledged with its own number, a duplicate included; DONE is acknowledged
-/// only after its length and CRC32 matched and the sink committed; a receiver never
-/// sends anything on a timer (the sender's timer drives all resends).
+/// only after its length and CRC32 matched and the driver reported the sink committed
+/// ([`Receiver::poll_commit`], [`Receiver::commit_done`]); until then DONE is answered
+/// with WAIT if the answer goes out before the commit is done; a receiver never sends
+/// anything on a timer (the sender's timer drives all resends).
 pub struct Receiver {
     session: SessionId,
     peer: SocketAddr,
-    sink: Box<dyn Sink + Send>,
+    /// Where the data goes; handed to the driver to commit once DONE is verified.
+    sink: Option<Box<dyn Sink + Send>>,
     cfg: Config,
     block: usize,
     /// What acknowledges packet 0: ack 0 (a client's get) or the ACCEPT (a server's put).
@@ -48,6 +56,8 @@ pub struct Receiver {
     /// The encoded reply waiting to go out (an ack, the ACCEPT, or an ERROR).
     reply: Vec<u8>,
     reply_len: Option<usize>,
+    /// DONE's length and CRC32, once verified (for the trace when it is stored).
+    verified: Option<(u64, u32)>,
     status: Status,
     stats: Stats,
     events: VecDeque<Event>,
@@ -70,7 +80,7 @@ impl Receiver {
         let mut r = Receiver {
             session,
             peer,
-            sink,
+            sink: Some(sink),
             cfg,
             block: cfg
                 .block_size
@@ -86,6 +96,7 @@ impl Receiver {
             rto,
             reply: vec![0; wire::OVERHEAD + 2 + wire::MAX_MESSAGE_LEN],
             reply_len: None,
+            verified: None,
             status: Status::Running,
             stats: Stats::default(),
             events: VecDeque::new(),
@@ -128,6 +139,45 @@ impl Receiver {
         }
     }
 
+    /// Queues a reply that is neither an ack nor an error (WAIT).
+    fn queue_reply(&mut self, seq: Seq, message: Message) {
+        let d = Datagram {
+            session: self.session,
+            seq,
+            message,
+        };
+        self.reply_len = d.emit(&mut self.reply).ok();
+    }
+
+    /// The sink to store, once DONE is verified: the driver commits it (synchronously,
+    /// or on an IO worker) and reports with [`Receiver::commit_done`]. Returned once.
+    pub fn poll_commit(&mut self) -> Option<Box<dyn Sink + Send>> {
+        match self.phase {
+            Phase::Committing { .. } => self.sink.take(),
+            _ => None,
+        }
+    }
+
+    /// The outcome of storing the sink handed out by [`Receiver::poll_commit`]: on
+    /// success DONE is acknowledged (and the receiver lingers), on failure the sender
+    /// is told. Ignored unless committing.
+    pub fn commit_done(&mut self, now: Instant, result: std::io::Result<()>) {
+        let Phase::Committing { seq } = self.phase else {
+            return;
+        };
+        if let Err(e) = result {
+            return self.fail(TransferError::io("storing the received file", &e), true);
+        }
+        if let Some((length, crc)) = self.verified {
+            self.trace(Event::Verified { length, crc });
+        }
+        self.queue_ack(seq, now, true);
+        self.status = Status::Complete;
+        self.phase = Phase::Lingering {
+            until: now + self.linger_time(),
+        };
+    }
+
     fn fail(&mut self, e: TransferError, tell_peer: bool) {
         self.reply_len = match tell_peer {
             true => super::encode_error(self.session, self.expected, &e, &mut self.reply),
@@ -159,7 +209,10 @@ impl Receiver {
                     let announced = self.announced;
                     return self.fail(TransferError::Announced { announced, got }, true);
                 }
-                if let Err(e) = self.sink.write_all(payload) {
+                let Some(sink) = self.sink.as_mut() else {
+                    return self.unexpected("data after the sink was handed over");
+                };
+                if let Err(e) = sink.write_all(payload) {
                     return self.fail(TransferError::io("writing the received file", &e), true);
                 }
                 if let Some((s, at)) = self.newest_ack
@@ -197,18 +250,22 @@ impl Receiver {
                         true,
                     );
                 }
-                if let Err(e) = self.sink.flush().and_then(|_| self.sink.commit()) {
-                    return self.fail(TransferError::io("storing the received file", &e), true);
-                }
-                self.trace(Event::Verified { length, crc });
+                // Verified: the driver stores it now; until it says it is stored, DONE
+                // is answered with WAIT (which an ACK queued first supersedes).
                 self.expected += 1;
-                self.queue_ack(seq, now, true);
-                self.status = Status::Complete;
-                self.phase = Phase::Lingering {
-                    until: now + self.linger_time(),
-                };
+                self.last_progress = now;
+                self.verified = Some((length, crc));
+                self.phase = Phase::Committing { seq };
+                self.queue_reply(seq, Message::Wait);
             }
-            Message::Done { .. } if !receiving && seq == self.expected - 1 => {
+            Message::Done { .. } if matches!(self.phase, Phase::Committing { seq: s } if s == seq) =>
+            {
+                self.stats.duplicates += 1;
+                self.queue_reply(seq, Message::Wait);
+            }
+            Message::Done { .. }
+                if matches!(self.phase, Phase::Lingering { .. }) && seq == self.expected - 1 =>
+            {
                 self.phase = Phase::Lingering {
                     until: now + self.linger_time(),
                 };
@@ -226,6 +283,8 @@ impl Receiver {
                     seq,
                 });
             }
+            // Storing goes on whatever the sender says now: the data is verified.
+            Message::Error { .. } if matches!(self.phase, Phase::Committing { .. }) => {}
             // The data is verified and stored: a sender that gave up on the ack of DONE
             // changes nothing of that, it only ends the linger.
             Message::Error { .. } if !receiving => {
@@ -283,6 +342,9 @@ impl Receiver {
     pub fn poll_transmit(&mut self, _now: Instant) -> Option<&[u8]> {
         let len = self.reply_len.take()?;
         self.stats.sent += 1;
+        if let Phase::Committing { seq } = self.phase {
+            self.trace(Event::Storing { seq });
+        }
         Some(&self.reply[..len])
     }
 
@@ -291,7 +353,7 @@ impl Receiver {
         match self.phase {
             Phase::Receiving => Some(self.last_progress + self.cfg.give_up),
             Phase::Lingering { until } => Some(until),
-            Phase::Over => None,
+            Phase::Committing { .. } | Phase::Over => None,
         }
     }
 
@@ -355,6 +417,13 @@ mod tests {
         r.handle(now, &Datagram::parse(&b).unwrap());
     }
 
+    /// Stores what a verified DONE handed out, as a driver does.
+    fn store(r: &mut Receiver, now: Instant) {
+        let mut sink = r.poll_commit().expect("DONE was verified");
+        let stored = sink.commit();
+        r.commit_done(now, stored);
+    }
+
     /// Found in review: `seq + 1` on a DONE numbered u64::MAX overflowed (a panic in
     /// debug builds, reachable by any peer that knows the session id).
     #[test]
@@ -366,6 +435,7 @@ mod tests {
             feed(&mut r, now, seq, Message::Data(b"x"));
         }
         feed(&mut r, now, 1, Message::Done { length: 0, crc: 0 });
+        store(&mut r, now);
         assert_eq!(*r.status(), Status::Complete);
         feed(&mut r, now, u64::MAX, Message::Done { length: 0, crc: 0 });
         assert_eq!(r.stats().dropped, 5);
@@ -380,6 +450,7 @@ mod tests {
         feed(&mut r, now, 1, Message::Data(b"abc"));
         let crc = crate::wire::crc32(b"abc");
         feed(&mut r, now, 2, Message::Done { length: 3, crc });
+        store(&mut r, now);
         assert_eq!(*r.status(), Status::Complete);
         feed(
             &mut r,
@@ -462,6 +533,50 @@ mod tests {
             r.status(),
             Status::Failed(TransferError::Announced { .. })
         ));
+    }
+
+    /// While the data is being stored, DONE is answered with WAIT, never ACK; the ACK
+    /// comes once the driver reports it stored; a store that fails tells the sender.
+    #[test]
+    fn done_is_answered_with_wait_while_storing() {
+        let now = Instant::now();
+        for ok in [true, false] {
+            let mut r = receiver(now);
+            let _ = r.poll_transmit(now);
+            feed(&mut r, now, 1, Message::Data(b"abc"));
+            let _ = r.poll_transmit(now);
+            let crc = crate::wire::crc32(b"abc");
+            feed(&mut r, now, 2, Message::Done { length: 3, crc });
+            let sink = r.poll_commit().expect("handed out once DONE is verified");
+            assert!(r.poll_commit().is_none(), "handed out twice");
+            let reply = Datagram::parse(r.poll_transmit(now).unwrap()).unwrap();
+            assert_eq!((reply.message, reply.seq), (Message::Wait, 2));
+            feed(&mut r, now, 2, Message::Done { length: 3, crc });
+            let reply = Datagram::parse(r.poll_transmit(now).unwrap()).unwrap();
+            assert_eq!(reply.message, Message::Wait);
+            assert_eq!(*r.status(), Status::Running);
+            drop(sink);
+            let result = if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("disk full"))
+            };
+            r.commit_done(now, result);
+            let reply = Datagram::parse(r.poll_transmit(now).unwrap()).unwrap();
+            if ok {
+                assert_eq!((reply.message, reply.seq), (Message::Ack, 2));
+                assert_eq!(*r.status(), Status::Complete);
+            } else {
+                assert!(matches!(
+                    reply.message,
+                    Message::Error {
+                        code: crate::wire::ErrorCode::Io,
+                        ..
+                    }
+                ));
+                assert!(matches!(r.status(), Status::Failed(_)));
+            }
+        }
     }
 
     /// Karn's rule on the receiver's side: no sample from an ack that was sent more

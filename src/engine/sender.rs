@@ -10,6 +10,9 @@ use super::{Config, Event, Stats, Status, TransferError};
 use crate::rto::RtoEstimator;
 use crate::wire::{self, Accept, Datagram, HEADER_LEN, Kind, Message, OVERHEAD, Seq, SessionId};
 
+/// A receiver that keeps answering WAIT is given up on after this many give-up times.
+const MAX_WAIT_FACTOR: u32 = 6;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Sending the server's ACCEPT of a get as packet 0, waiting for ack 0.
@@ -18,6 +21,9 @@ enum Phase {
     Data,
     /// Sending DONE, waiting for its ack.
     Done,
+    /// The receiver answered DONE with WAIT (it is storing the data): DONE is not
+    /// resent, only probed at `probe_at`; the wait is abandoned at `until`.
+    Waiting { probe_at: Instant, until: Instant },
     /// DONE acknowledged, or failed: nothing more to do once the last ERROR is out.
     Over,
 }
@@ -179,6 +185,16 @@ impl Sender {
         }
         self.stats.received += 1;
         match d.message {
+            // The ack of DONE after a WAIT: stored. No round-trip sample (it includes
+            // the time the receiver took to store).
+            Message::Ack
+                if d.seq == self.out.seq && matches!(self.phase, Phase::Waiting { .. }) =>
+            {
+                self.last_progress = Some(now);
+                self.trace(Event::Stored { seq: d.seq });
+                self.phase = Phase::Over;
+                self.status = Status::Closed;
+            }
             Message::Ack if d.seq == self.out.seq && self.out.transmitted() => {
                 self.last_progress = Some(now);
                 let rtt = self.out.acknowledged(now, &mut self.rto);
@@ -197,8 +213,32 @@ impl Sender {
                         self.phase = Phase::Over;
                         self.status = Status::Closed;
                     }
-                    Phase::Over => {}
+                    Phase::Waiting { .. } | Phase::Over => {}
                 }
+            }
+            Message::Wait if d.seq == self.out.seq && self.out.kind == Kind::Done => {
+                let probe = self.cfg.rto.max;
+                let rtt = match self.phase {
+                    Phase::Done if self.out.transmitted() => {
+                        self.out.acknowledged(now, &mut self.rto)
+                    }
+                    _ => None,
+                };
+                let until = match self.phase {
+                    Phase::Waiting { until, .. } => until,
+                    _ => {
+                        self.trace(Event::Waiting { seq: d.seq, rtt });
+                        now + self.cfg.give_up.saturating_mul(MAX_WAIT_FACTOR)
+                    }
+                };
+                self.last_progress = Some(now);
+                // A probe resent meanwhile is answered by this WAIT: nothing to resend.
+                self.out.need_send = false;
+                self.resend_after = None;
+                self.phase = Phase::Waiting {
+                    probe_at: now + probe,
+                    until,
+                };
             }
             // Ack of something older: the Sorcerer's Apprentice rule says ignore it.
             Message::Ack | Message::Accept(_) if d.seq <= self.out.seq => {
@@ -237,6 +277,26 @@ impl Sender {
     /// Checks the retransmission timer. Calling it early is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.phase == Phase::Over {
+            return;
+        }
+        if let Phase::Waiting { probe_at, until } = self.phase {
+            if now >= until {
+                let waited = self.cfg.give_up.saturating_mul(MAX_WAIT_FACTOR);
+                return self.fail(
+                    TransferError::Aborted(format!(
+                        "{} was still storing the file after {:.0} s",
+                        self.peer,
+                        waited.as_secs_f64()
+                    )),
+                    true,
+                );
+            }
+            if now >= probe_at {
+                // Ask again whether it is stored: DONE once more, on its own timer.
+                self.phase = Phase::Done;
+                self.out.need_send = true;
+                self.resend_after = Some(self.cfg.rto.max);
+            }
             return;
         }
         let since = self.last_progress.or(self.out.first_sent()).unwrap_or(now);
@@ -284,10 +344,10 @@ impl Sender {
 
     /// When [`Sender::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.phase == Phase::Over {
-            None
-        } else {
-            self.out.deadline()
+        match self.phase {
+            Phase::Over => None,
+            Phase::Waiting { probe_at, until } => Some(probe_at.min(until)),
+            _ => self.out.deadline(),
         }
     }
 
@@ -341,6 +401,54 @@ fn fill(src: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// WAIT stops DONE's resends: the sender only probes once per RTO ceiling, and
+    /// closes on the ACK that follows (no round-trip sample from it).
+    #[test]
+    fn wait_stops_the_resends_of_done() {
+        let peer = "127.0.0.1:9".parse().unwrap();
+        let cfg = Config {
+            block_size: 4,
+            ..Config::default()
+        };
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut s = Sender::new(
+            7,
+            peer,
+            Box::new(std::io::Cursor::new(b"ab".to_vec())),
+            cfg,
+            RtoEstimator::new(cfg.rto),
+            None,
+        );
+        let answer = |s: &mut Sender, at: Instant, seq: Seq, message: Message| {
+            let mut b = [0u8; 64];
+            let n = Datagram {
+                session: 7,
+                seq,
+                message,
+            }
+            .emit(&mut b)
+            .unwrap();
+            s.handle(at, &Datagram::parse(&b[..n]).unwrap());
+        };
+        assert!(s.poll_transmit(ms(0)).is_some()); // DATA 1
+        answer(&mut s, ms(1), 1, Message::Ack);
+        assert!(s.poll_transmit(ms(1)).is_some()); // DONE 2
+        answer(&mut s, ms(2), 2, Message::Wait);
+        // Far past any RTO, short of the ceiling (1 s): nothing to resend.
+        let next = s.poll_timeout().unwrap();
+        assert!(next >= ms(2) + cfg.rto.max, "{:?}", next - t0);
+        s.handle_timeout(ms(500));
+        assert!(s.poll_transmit(ms(500)).is_none());
+        // The probe: DONE once more.
+        s.handle_timeout(next);
+        assert!(s.poll_transmit(next).is_some());
+        answer(&mut s, next, 2, Message::Wait);
+        answer(&mut s, next + Duration::from_millis(5), 2, Message::Ack);
+        assert_eq!(*s.status(), Status::Closed);
+        assert_eq!(s.stats().resent, 1);
+    }
 
     /// A source longer or shorter than announced fails the transfer (with an ERROR for
     /// the peer) instead of sending a stream of another length.

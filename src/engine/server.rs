@@ -311,6 +311,22 @@ impl ServerSession {
         }
     }
 
+    /// The sink to store once an upload's DONE is verified (see
+    /// [`Receiver::poll_commit`]); report with [`ServerSession::commit_done`].
+    pub fn poll_commit(&mut self) -> Option<Box<dyn Sink + Send>> {
+        match &mut self.role {
+            Role::Receive(r) => r.poll_commit(),
+            _ => None,
+        }
+    }
+
+    /// The outcome of storing what [`ServerSession::poll_commit`] handed out.
+    pub fn commit_done(&mut self, now: Instant, result: std::io::Result<()>) {
+        if let Role::Receive(r) = &mut self.role {
+            r.commit_done(now, result);
+        }
+    }
+
     /// Abandons the session (server shutdown); the client is sent an ERROR.
     pub fn abort(&mut self, reason: &str) {
         match &mut self.role {
@@ -341,6 +357,12 @@ impl ServerSession {
     pub fn op(&self) -> Op {
         self.op
     }
+    /// Records that the client proved its address before the session began (it echoed
+    /// a RETRY's token): the anti-amplification budget no longer applies.
+    pub fn mark_validated(&mut self) {
+        self.validated = true;
+    }
+
     /// Whether the client has proven it receives at its address.
     pub fn validated(&self) -> bool {
         self.validated
@@ -381,6 +403,7 @@ mod tests {
             session,
             seq: 0,
             message: Message::Request(Request {
+                token: None,
                 op: Op::Get,
                 block_size: 512,
                 size: 0,

@@ -52,6 +52,8 @@ pub fn kind_word(kind: Option<Kind>) -> &'static str {
         Some(Kind::Ack) => "ack",
         Some(Kind::Done) => "done",
         Some(Kind::Error) => "error",
+        Some(Kind::Retry) => "retry",
+        Some(Kind::Wait) => "wait",
     }
 }
 
@@ -71,7 +73,7 @@ impl Fault {
         duration: impl Fn(&str) -> Result<Duration, String>,
     ) -> Result<Fault, String> {
         let usage = "write DIRECTION:KIND:N:ACTION, e.g. to-client:data:1:drop \
-                     (DIRECTION to-server or to-client; KIND request, accept, data, ack, \
+                     (DIRECTION to-server or to-client; KIND request, retry, accept, data, ack, wait, \
                      done, error or any; N from 1; ACTION drop, duplicate, corrupt or \
                      delay=DURATION)";
         let parts: Vec<&str> = text.trim().splitn(4, ':').collect();
@@ -91,6 +93,8 @@ impl Fault {
             "ack" => Some(Kind::Ack),
             "done" => Some(Kind::Done),
             "error" => Some(Kind::Error),
+            "retry" => Some(Kind::Retry),
+            "wait" => Some(Kind::Wait),
             k => {
                 return Err(format!(
                     "fault '{text}': unknown packet type '{k}': {usage}"
@@ -220,6 +224,8 @@ mod tests {
             ("accept", Kind::Accept),
             ("done", Kind::Done),
             ("error", Kind::Error),
+            ("retry", Kind::Retry),
+            ("wait", Kind::Wait),
         ] {
             let f = Fault::parse(&format!("to-server:{k}:2:duplicate"), d).unwrap();
             assert_eq!(f.kind, Some(kind));

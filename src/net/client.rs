@@ -47,7 +47,7 @@ impl Default for ClientOptions {
         ClientOptions {
             block_size: wire::DEFAULT_BLOCK_SIZE,
             timeout: Duration::from_secs(1),
-            idle: Duration::from_secs(10),
+            idle: Duration::from_secs(30),
             trace: false,
             stall: None,
             interrupt: None,
@@ -555,6 +555,15 @@ impl Client {
                     }
                 }
             }
+            // DONE verified: store the file now. The WAIT that just went out keeps the
+            // server from resending DONE while the sync and rename run; the ACK goes
+            // out at the top of the next round.
+            if let Some(mut sink) = s.poll_commit() {
+                let stored = sink.flush().and_then(|_| sink.commit());
+                drop(sink);
+                s.commit_done(Instant::now(), stored);
+                continue 'run;
+            }
             if opts.trace {
                 while let Some(ev) = s.poll_event() {
                     observer.event(now.saturating_duration_since(start), &ev);
@@ -815,7 +824,7 @@ pub fn local_target(remote: &str, local: Option<&Path>) -> Result<PathBuf, Clien
     }
 }
 
-/// One entry of a listing (PROTOCOL.md §3.7), its name unescaped.
+/// One entry of a listing (PROTOCOL.md §3.9), its name unescaped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub name: String,

@@ -1,23 +1,25 @@
-//! The `udpftd` event loop: one UDP socket, one thread, many sessions.
+//! The `udpftd` driver: one UDP socket, a [`ServerEndpoint`] that decides everything,
+//! and a small pool of IO workers that do every file operation.
 //!
-//! Sessions live in a map keyed by the server's random 64-bit session id; a second map
-//! from (peer address, client nonce) to that id routes resent REQUESTs to the session
-//! they opened. The socket waits at most until the earliest session deadline. A
-//! datagram that fails [`Datagram::parse`] is counted and dropped, never answered.
+//! The network thread never opens, creates, lists, syncs, links or removes a file: it
+//! hands each [`IoRequest`] to a worker and waits, in one `poll(2)`, for the socket and
+//! for a worker's (or a stop request's) wake-up byte on a pipe. An idle server sleeps
+//! until something happens: no periodic wake-up.
 
-use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::RngExt;
-
-use super::Waiter;
-use crate::engine::{Config, RtoConfig, ServerSession, Status, TransferError, reject};
-use crate::storage::{AtomicFile, Refusal, Root, listing};
-use crate::wire::{self, Datagram, ErrorCode, Message, Op, Request, SessionId};
+use crate::engine::{
+    Config, EndpointConfig, IoOutcome, IoRequest, LogLevel, RtoConfig, ServerEndpoint,
+};
+use crate::storage::{Root, listing};
+use crate::wire::{self, Op, SessionId};
 
 /// How much the server logs on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -36,6 +38,8 @@ pub struct ServerOptions {
     pub root: PathBuf,
     pub listen: SocketAddr,
     pub max_sessions: usize,
+    /// Transfers at once from one IP address.
+    pub max_per_address: usize,
     pub overwrite: bool,
     pub read_only: bool,
     pub allow_delete: bool,
@@ -48,6 +52,8 @@ pub struct ServerOptions {
     pub idle: Duration,
     /// On SIGINT/SIGTERM, how long transfers in flight may still run.
     pub grace: Duration,
+    /// IO worker threads (file operations off the network thread).
+    pub io_workers: usize,
     pub verbosity: Verbosity,
     pub trace: bool,
 }
@@ -58,74 +64,66 @@ impl Default for ServerOptions {
             root: PathBuf::from("."),
             listen: SocketAddr::from(([0, 0, 0, 0], super::DEFAULT_PORT)),
             max_sessions: 64,
+            max_per_address: 32,
             overwrite: false,
             read_only: false,
             allow_delete: false,
             allow_exit: false,
             max_block_size: wire::MAX_BLOCK_SIZE,
             timeout: Duration::from_secs(1),
-            idle: Duration::from_secs(10),
+            idle: Duration::from_secs(30),
             grace: Duration::from_secs(5),
+            io_workers: 4,
             verbosity: Verbosity::Normal,
             trace: false,
         }
     }
 }
 
-/// After an exit was answered or a stop signal came, once no transfer runs any more,
-/// how long the server stays up for sessions that only linger: to re-answer a resent
-/// exit REQUEST whose ACCEPT was lost, or to re-acknowledge a resent DONE of an upload
-/// it has stored.
-pub const EXIT_LINGER: Duration = Duration::from_secs(1);
-
-/// Sessions that completed but linger (to re-acknowledge a resent DONE) do not count
-/// against `--max-sessions`; all sessions together are capped at this many times it.
-const LINGER_FACTOR: usize = 4;
-
-/// Longest wait in the socket, so a stop request is noticed promptly.
-const POLL: Duration = Duration::from_millis(200);
-
 /// Counters of a server's whole life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServerStats {
     pub sessions: u64,
     pub refused: u64,
+    /// Address checks (RETRYs) sent.
+    pub retries: u64,
     /// Datagrams that failed to parse.
     pub malformed: u64,
     /// Valid datagrams that belonged to no session.
     pub unrouted: u64,
 }
 
+/// Asks a running server to stop (as SIGINT/SIGTERM do): it stops accepting and gives
+/// transfers in flight the grace time. Cheap to clone; safe from a signal-handling
+/// thread.
+#[derive(Clone)]
+pub struct Stopper {
+    flag: Arc<AtomicBool>,
+    wake: Arc<OwnedFd>,
+}
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::Release);
+        let _ = rustix::io::write(&*self.wake, &[1]);
+    }
+}
+
 /// A bound server, ready to [`Server::run`].
 pub struct Server {
     sock: UdpSocket,
-    root: Root,
+    root: Arc<Root>,
     opts: ServerOptions,
     local: SocketAddr,
-}
-
-struct Entry {
-    s: ServerSession,
-    path: String,
-    started: Instant,
-    /// A delete or exit already carried out (re-answers a resent REQUEST only).
-    answered: bool,
-    /// Its log line is written (when it completed or failed; a completed session may
-    /// linger on to re-acknowledge a resent DONE).
-    logged: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Mode {
-    Accepting,
-    /// An exit was answered at this time.
-    Exiting(Instant),
-    /// Stopped by a signal: transfers in flight run until the deadline.
-    Stopping(Instant),
+    wake_rx: OwnedFd,
+    wake_tx: Arc<OwnedFd>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Server {
-    /// Checks the root and binds the socket.
+    /// Checks the root and binds the socket. Leftovers of uploads killed with an
+    /// earlier server (on filesystems without unnamed temporary files) are swept in
+    /// the background.
     pub fn bind(opts: ServerOptions) -> io::Result<Server> {
         let root = Root::new(&opts.root).map_err(|e| {
             io::Error::new(
@@ -136,24 +134,29 @@ impl Server {
         let sock = UdpSocket::bind(opts.listen).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot listen on {}: {e}", opts.listen))
         })?;
+        sock.set_nonblocking(true)?;
         let local = sock.local_addr()?;
-        // Leftovers of uploads killed with an earlier server (on filesystems without
-        // unnamed temporary files) go, off the network thread.
+        let (wake_rx, wake_tx) = rustix::pipe::pipe_with(
+            rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+        )?;
         let handle = root.handle().try_clone_to_owned()?;
         let verbosity = opts.verbosity;
         std::thread::Builder::new()
             .name("udpft-sweep".into())
             .spawn(move || {
-                let n = crate::storage::sweep_tree(std::os::fd::AsFd::as_fd(&handle)).unwrap_or(0);
+                let n = crate::storage::sweep_tree(handle.as_fd()).unwrap_or(0);
                 if n > 0 && verbosity >= Verbosity::Normal {
                     eprintln!("udpftd: removed {n} temporary file(s) left by interrupted uploads");
                 }
             })?;
         Ok(Server {
             sock,
-            root,
+            root: Arc::new(root),
             opts,
             local,
+            wake_rx,
+            wake_tx: Arc::new(wake_tx),
+            stop: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -167,463 +170,259 @@ impl Server {
         self.root.path()
     }
 
-    /// Serves until an exit was answered and nothing runs any more, or until `stop` is
-    /// set and transfers in flight finished (or the grace time ran out).
-    pub fn run(self, stop: &AtomicBool) -> io::Result<ServerStats> {
+    /// A handle that stops the server (for a signal handler or a test).
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            flag: self.stop.clone(),
+            wake: self.wake_tx.clone(),
+        }
+    }
+
+    /// Serves until an exit was answered and nothing runs any more, or until stopped
+    /// ([`Server::stopper`]) and transfers in flight finished (or the grace time ran
+    /// out).
+    pub fn run(self) -> io::Result<ServerStats> {
+        let o = &self.opts;
+        let now = Instant::now();
+        let mut ep = ServerEndpoint::new(
+            EndpointConfig {
+                max_sessions: o.max_sessions,
+                max_per_address: o.max_per_address,
+                session: Config {
+                    block_size: o.max_block_size,
+                    rto: RtoConfig {
+                        max: o.timeout,
+                        ..RtoConfig::default()
+                    },
+                    give_up: o.idle,
+                    linger: Duration::ZERO,
+                    trace: o.trace,
+                },
+                overwrite: o.overwrite,
+                read_only: o.read_only,
+                allow_delete: o.allow_delete,
+                allow_exit: o.allow_exit,
+                seed: None,
+                log_rtt: o.verbosity >= Verbosity::Verbose,
+                keep_outcomes: false,
+            },
+            now,
+        );
+        let (done_tx, done_rx) = channel::<(SessionId, IoOutcome)>();
+        let jobs = IoPool::start(
+            o.io_workers.max(1),
+            self.root.clone(),
+            done_tx,
+            self.wake_tx.clone(),
+        )?;
         let mut buf = vec![0u8; wire::MAX_DATAGRAM];
-        let mut waiter = Waiter::from_env();
-        let mut st = State {
-            sock: self.sock,
-            root: self.root,
-            opts: self.opts,
-            sessions: HashMap::new(),
-            by_nonce: HashMap::new(),
-            finished: Vec::new(),
-            scratch: vec![0u8; wire::MAX_DATAGRAM],
-            mode: Mode::Accepting,
-            stats: ServerStats::default(),
-        };
-        let mut idle_since: Option<Instant> = None;
+        let mut out = vec![0u8; wire::MAX_DATAGRAM];
+        let mut stopping = false;
+        let verbosity = o.verbosity;
+        // When each traced session was first seen, for the times on its trace lines.
+        let mut started: std::collections::HashMap<SessionId, Instant> = Default::default();
         loop {
             let now = Instant::now();
-            if stop.load(Ordering::Relaxed) && !matches!(st.mode, Mode::Stopping(_)) {
-                let running = st.running();
-                st.log(
-                    Verbosity::Normal,
-                    format_args!(
-                        "stopping: no new sessions; {running} transfer(s) in flight get {:.1} s to finish",
-                        st.opts.grace.as_secs_f64()
-                    ),
+            while let Ok((ticket, outcome)) = done_rx.try_recv() {
+                ep.io_done(now, ticket, outcome);
+            }
+            if !stopping && self.stop.load(Ordering::Acquire) {
+                stopping = true;
+                ep.stop(now, o.grace);
+            }
+            if ep.poll_timeout().is_some_and(|t| t <= now) {
+                ep.handle_timeout(now);
+            }
+            while let Some((to, n)) = ep.poll_transmit(now, &mut out) {
+                if let Err(e) = self.sock.send_to(&out[..n], to)
+                    && verbosity >= Verbosity::Verbose
+                {
+                    eprintln!("udpftd: sending to {to}: {e}");
+                }
+            }
+            while let Some(io) = ep.poll_io() {
+                jobs.send(io);
+            }
+            while let Some((level, text)) = ep.poll_log() {
+                let shown = match level {
+                    LogLevel::Normal => Verbosity::Normal,
+                    LogLevel::Verbose => Verbosity::Verbose,
+                };
+                // --trace shows everything that happens, dropped datagrams included.
+                if verbosity >= shown || (o.trace && verbosity > Verbosity::Quiet) {
+                    let mut err = io::stderr().lock();
+                    let _ = writeln!(err, "udpftd: {text}");
+                }
+            }
+            while let Some((peer, id, ev)) = ep.poll_event() {
+                let t0 = *started.entry(id).or_insert(now);
+                eprintln!(
+                    "udpftd: {peer} {id:016x}: {:>9.3} ms  {ev}",
+                    now.saturating_duration_since(t0).as_secs_f64() * 1e3
                 );
-                st.mode = Mode::Stopping(now + st.opts.grace);
             }
-            st.expire(now);
-            // Once nothing runs, sessions that only linger (an answered exit, a stored
-            // upload waiting to re-acknowledge a resent DONE) get EXIT_LINGER more.
-            let lingered_enough = if st.running() == 0 {
-                st.sessions.is_empty() || now >= *idle_since.get_or_insert(now) + EXIT_LINGER
-            } else {
-                idle_since = None;
-                false
-            };
-            match st.mode {
-                Mode::Accepting => {}
-                Mode::Exiting(_) => {
-                    if lingered_enough {
-                        st.log(
-                            Verbosity::Normal,
-                            format_args!("exiting as asked by a client"),
-                        );
-                        break;
-                    }
-                }
-                Mode::Stopping(until) => {
-                    if lingered_enough {
-                        break;
-                    }
-                    if now >= until {
-                        st.abort_all(now, "the server is shutting down");
-                        break;
-                    }
-                }
+            if ep.is_idle() {
+                started.clear();
             }
-            let mut deadline = now + POLL;
-            for e in st.sessions.values() {
-                if let Some(t) = e.s.poll_timeout() {
-                    deadline = deadline.min(t);
-                }
+            if ep.is_finished(now) {
+                break;
             }
-            if let Mode::Stopping(until) = st.mode {
-                deadline = deadline.min(until);
-            }
-            match waiter.recv_until(&st.sock, &mut buf, deadline) {
-                Ok(Some((n, from))) => st.datagram(Instant::now(), from, &buf[..n]),
-                Ok(None) => {}
-                Err(e) => {
-                    // An ICMP error for an earlier send, or the like: keep serving.
-                    st.log(Verbosity::Verbose, format_args!("socket: {e}"));
-                }
-            }
+            let deadline = ep.poll_timeout();
+            self.wait(deadline, &mut buf, &mut ep)?;
         }
-        // Whatever is left (answered deletes or exits still lingering) ends here.
         let now = Instant::now();
-        let left: Vec<SessionId> = st.sessions.keys().copied().collect();
-        for id in left {
-            st.remove(id, now);
-        }
-        st.log(
-            Verbosity::Verbose,
-            format_args!(
-                "served {} session(s), refused {}, dropped {} malformed and {} unroutable datagram(s)",
-                st.stats.sessions, st.stats.refused, st.stats.malformed, st.stats.unrouted
-            ),
-        );
-        Ok(st.stats)
-    }
-}
-
-struct State {
-    sock: UdpSocket,
-    root: Root,
-    opts: ServerOptions,
-    sessions: HashMap<SessionId, Entry>,
-    by_nonce: HashMap<(SocketAddr, SessionId), SessionId>,
-    finished: Vec<SessionId>,
-    scratch: Vec<u8>,
-    mode: Mode,
-    stats: ServerStats,
-}
-
-/// The one log line of a session: peer, operation, path, bytes, duration, resends,
-/// outcome.
-fn log_session(e: &Entry, now: Instant, verbosity: Verbosity) {
-    let st = e.s.stats();
-    let outcome = match e.s.status() {
-        // The client verified and stored the file unless every ack of DONE was lost;
-        // it only lingers briefly, so say what is known rather than "failed".
-        Status::Failed(err @ TransferError::NoAnswer { .. }) if e.s.data_acknowledged() => {
-            format!("unconfirmed: every block was acknowledged, but not DONE ({err})")
-        }
-        Status::Failed(err) => format!("failed: {err}"),
-        Status::Running => "unfinished".to_string(),
-        _ => "ok".to_string(),
-    };
-    let srtt = match (verbosity, e.s.srtt()) {
-        (Verbosity::Verbose, Some(r)) => format!(", rtt {:.3} ms", r.as_secs_f64() * 1e3),
-        _ => String::new(),
-    };
-    eprintln!(
-        "udpftd: {} {} '{}': {} B in {:.3} s, {} resends{srtt}: {outcome}",
-        e.s.peer(),
-        e.s.op().name(),
-        e.path,
-        st.bytes,
-        now.saturating_duration_since(e.started).as_secs_f64(),
-        st.resent,
-    );
-}
-
-fn terminal(s: &Status) -> bool {
-    matches!(s, Status::Closed | Status::Failed(_))
-}
-
-/// What an accepted REQUEST turns into.
-enum Plan {
-    Send(Box<dyn io::Read + Send>, u64),
-    Store(AtomicFile),
-    Answered,
-}
-
-impl State {
-    fn log(&self, level: Verbosity, args: std::fmt::Arguments) {
-        if self.opts.verbosity >= level {
-            let mut err = io::stderr().lock();
-            let _ = writeln!(err, "udpftd: {args}");
-        }
-    }
-
-    /// Transfers still under way: not answered deletes or exits, and not sessions that
-    /// completed and only linger to re-acknowledge.
-    fn running(&self) -> usize {
-        self.sessions
-            .values()
-            .filter(|e| !e.answered && *e.s.status() == Status::Running)
-            .count()
-    }
-
-    /// Sends what the session has to send, prints its trace, and removes it if it ended.
-    fn drive(&mut self, id: SessionId, now: Instant) {
-        let Some(e) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        let peer = e.s.peer();
-        while let Some(b) = e.s.poll_transmit(now) {
-            if let Err(err) = self.sock.send_to(b, peer)
-                && self.opts.verbosity >= Verbosity::Verbose
-            {
-                eprintln!("udpftd: sending to {peer}: {err}");
+        ep.close(now);
+        while let Some((level, text)) = ep.poll_log() {
+            if level == LogLevel::Normal && verbosity >= Verbosity::Normal {
+                eprintln!("udpftd: {text}");
             }
         }
-        if self.opts.trace {
-            while let Some(ev) = e.s.poll_event() {
-                eprintln!("udpftd: {peer} {id:016x}: {ev}");
-            }
-        }
-        if !e.logged && *e.s.status() != Status::Running {
-            e.logged = true;
-            if self.opts.verbosity >= Verbosity::Normal {
-                log_session(e, now, self.opts.verbosity);
-            }
-        }
-        if terminal(e.s.status()) {
-            self.remove(id, now);
-        }
-    }
-
-    fn remove(&mut self, id: SessionId, now: Instant) {
-        let Some(e) = self.sessions.remove(&id) else {
-            return;
-        };
-        self.by_nonce.remove(&(e.s.peer(), e.s.nonce()));
-        if !e.logged && self.opts.verbosity >= Verbosity::Normal {
-            log_session(&e, now, self.opts.verbosity);
-        }
-        // Dropping the session drops its sink: an uncommitted upload's temp file goes.
-        drop(e);
-    }
-
-    /// Fires due timers, and removes sessions that ended.
-    fn expire(&mut self, now: Instant) {
-        let mut finished = std::mem::take(&mut self.finished);
-        finished.clear();
-        for (id, e) in self.sessions.iter_mut() {
-            if e.s.poll_timeout().is_some_and(|t| t <= now) {
-                e.s.handle_timeout(now);
-                finished.push(*id);
-            } else if terminal(e.s.status()) {
-                finished.push(*id);
-            }
-        }
-        for id in &finished {
-            self.drive(*id, now);
-        }
-        self.finished = finished;
-    }
-
-    fn abort_all(&mut self, now: Instant, reason: &str) {
-        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
-        for id in ids {
-            if let Some(e) = self.sessions.get_mut(&id) {
-                e.s.abort(reason);
-            }
-            self.drive(id, now);
-            self.remove(id, now);
-        }
-    }
-
-    fn datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        let d = match Datagram::parse(bytes) {
-            Ok(d) => d,
-            Err(e) => {
-                self.stats.malformed += 1;
-                if self.opts.trace {
-                    eprintln!("udpftd: {from}: {} B dropped: {e}", bytes.len());
-                }
-                return;
-            }
-        };
-        // PROTOCOL.md §6.2: a REQUEST is routed by (address, nonce), anything else by id.
-        let is_request = matches!(d.message, Message::Request(_));
-        if !is_request && let Some(e) = self.sessions.get_mut(&d.session) {
-            e.s.handle(now, from, &d, bytes.len());
-            return self.drive(d.session, now);
-        }
-        let Message::Request(req) = d.message else {
-            self.stats.unrouted += 1;
-            if self.opts.trace {
-                eprintln!("udpftd: {from}: datagram for no session dropped");
-            }
-            return;
-        };
-        if let Some(&id) = self.by_nonce.get(&(from, d.session)) {
-            if let Some(e) = self.sessions.get_mut(&id) {
-                e.s.handle(now, from, &d, bytes.len());
-            }
-            return self.drive(id, now);
-        }
-        self.request(now, from, d.session, &req, bytes.len());
-    }
-
-    fn refuse(
-        &mut self,
-        from: SocketAddr,
-        nonce: SessionId,
-        req: &Request,
-        len: usize,
-        r: &Refusal,
-    ) {
-        self.stats.refused += 1;
-        let n = reject(nonce, r.code, &r.message, len, &mut self.scratch);
-        if n > 0 {
-            let _ = self.sock.send_to(&self.scratch[..n], from);
-        }
-        self.log(
-            Verbosity::Normal,
-            format_args!(
-                "{from} {} '{}': refused ({}): {}",
-                req.op.name(),
-                crate::text::escape(req.name),
-                r.code,
-                crate::text::sanitize(&r.message)
-            ),
-        );
-    }
-
-    fn request(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        nonce: SessionId,
-        req: &Request,
-        len: usize,
-    ) {
-        if self.mode != Mode::Accepting {
-            let r = Refusal::new(ErrorCode::Busy, "server is shutting down");
-            return self.refuse(from, nonce, req, len, &r);
-        }
-        let running = self.running();
-        // Sessions that only linger (answered, or completed and waiting to re-acknowledge
-        // a resent DONE) give way to new ones: the one that has lingered longest goes.
-        // Without this, one client's stream of small puts filled the table for everyone.
-        if running < self.opts.max_sessions
-            && self.sessions.len() >= self.opts.max_sessions.saturating_mul(LINGER_FACTOR)
-            && let Some(oldest) = self
-                .sessions
-                .iter()
-                .filter(|(_, e)| e.answered || *e.s.status() != Status::Running)
-                .min_by_key(|(_, e)| e.started)
-                .map(|(id, _)| *id)
-        {
-            self.remove(oldest, now);
-        }
-        if running >= self.opts.max_sessions
-            || self.sessions.len() >= self.opts.max_sessions.saturating_mul(LINGER_FACTOR)
-        {
-            let r = Refusal::new(
-                ErrorCode::Busy,
-                format!("server busy: {running} transfers in progress, try again later"),
-            );
-            return self.refuse(from, nonce, req, len, &r);
-        }
-        let plan = match self.plan(req) {
-            Ok(p) => p,
-            Err(r) => return self.refuse(from, nonce, req, len, &r),
-        };
-        let id = loop {
-            let id = rand::rng().random::<u64>();
-            if id != 0 && !self.sessions.contains_key(&id) {
-                break id;
-            }
-        };
-        let cfg = Config {
-            block_size: req
-                .block_size
-                .min(self.opts.max_block_size)
-                .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE),
-            rto: RtoConfig {
-                max: self.opts.timeout,
-                ..RtoConfig::default()
-            },
-            give_up: self.opts.idle,
-            linger: Duration::ZERO,
-            trace: self.opts.trace,
-        };
-        let (s, answered) = match plan {
-            Plan::Send(src, size) => (
-                ServerSession::send(id, from, nonce, len, req.op, size, src, cfg),
-                false,
-            ),
-            Plan::Store(f) => (
-                ServerSession::receive(id, from, nonce, len, req.size, Box::new(f), cfg, now),
-                false,
-            ),
-            Plan::Answered => (
-                ServerSession::answered(id, from, nonce, len, req.op, cfg, now),
-                true,
-            ),
-        };
-        if req.op == Op::Exit {
-            self.mode = Mode::Exiting(now);
-            self.log(
-                Verbosity::Normal,
-                format_args!(
-                    "{from} asked the server to exit: no new sessions; finishing {} transfer(s)",
-                    self.running()
-                ),
+        let s = ep.stats();
+        if verbosity >= Verbosity::Verbose {
+            eprintln!(
+                "udpftd: served {} session(s), refused {}, {} address check(s), dropped {} malformed and {} unroutable datagram(s)",
+                s.sessions, s.refused, s.retries, s.malformed, s.unrouted
             );
         }
-        self.stats.sessions += 1;
-        if answered {
-            self.log(
-                Verbosity::Normal,
-                format_args!(
-                    "{from} {} '{}': ok",
-                    req.op.name(),
-                    crate::text::escape(req.name)
-                ),
-            );
-        }
-        self.log(
-            Verbosity::Verbose,
-            format_args!(
-                "{from} {} '{}': session {id:016x} started, block size {}",
-                req.op.name(),
-                crate::text::escape(req.name),
-                cfg.block_size
-            ),
-        );
-        self.sessions.insert(
-            id,
-            Entry {
-                s,
-                path: crate::text::escape(req.name).to_string(),
-                started: now,
-                answered,
-                logged: answered,
-            },
-        );
-        self.by_nonce.insert((from, nonce), id);
-        self.drive(id, now);
+        Ok(ServerStats {
+            sessions: s.sessions,
+            refused: s.refused,
+            retries: s.retries,
+            malformed: s.malformed,
+            unrouted: s.unrouted,
+        })
     }
 
-    /// Decides whether to accept `req`, and opens what it needs.
-    fn plan(&mut self, req: &Request) -> Result<Plan, Refusal> {
-        let name = req.name;
-        match req.op {
-            Op::Get => {
-                let src = self.root.open_file(name)?;
-                let size = src.size();
-                Ok(Plan::Send(Box::new(src), size))
+    /// Waits for datagrams, a worker's completion or a stop, until `deadline`; feeds
+    /// every datagram that is waiting to the endpoint.
+    fn wait(
+        &self,
+        deadline: Option<Instant>,
+        buf: &mut [u8],
+        ep: &mut ServerEndpoint,
+    ) -> io::Result<()> {
+        let timeout = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                Some(rustix::event::Timespec::try_from(left).map_err(io::Error::other)?)
             }
-            Op::List => {
-                let text = listing(&self.root, name)?;
-                let size = text.len() as u64;
-                Ok(Plan::Send(Box::new(io::Cursor::new(text)), size))
-            }
-            Op::Put => {
-                if self.opts.read_only {
-                    return Err(Refusal::new(
-                        ErrorCode::NotAllowed,
-                        "this server is read-only: put is disabled (udpftd was started with --read-only)",
-                    ));
+            None => None,
+        };
+        let mut fds = [
+            rustix::event::PollFd::new(&self.sock, rustix::event::PollFlags::IN),
+            rustix::event::PollFd::new(&self.wake_rx, rustix::event::PollFlags::IN),
+        ];
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let woken = !fds[1].revents().is_empty();
+        if woken {
+            let mut sink = [0u8; 64];
+            while matches!(rustix::io::read(&self.wake_rx, &mut sink), Ok(n) if n > 0) {}
+        }
+        // Everything that is waiting, in one go (bounded: others wait for a turn).
+        for _ in 0..256 {
+            match self.sock.recv_from(buf) {
+                Ok((n, from)) => ep.handle(Instant::now(), from, &buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // An ICMP error for an earlier send, or the like: keep serving.
+                Err(e) => {
+                    if self.opts.verbosity >= Verbosity::Verbose {
+                        eprintln!("udpftd: socket: {e}");
+                    }
                 }
-                Ok(Plan::Store(self.root.create(name, self.opts.overwrite)?))
             }
-            Op::Delete => {
-                if self.opts.read_only {
-                    return Err(Refusal::new(
-                        ErrorCode::NotAllowed,
-                        "this server is read-only: delete is disabled (udpftd was started with --read-only)",
-                    ));
-                }
-                if !self.opts.allow_delete {
-                    return Err(Refusal::new(
-                        ErrorCode::NotAllowed,
-                        "delete is disabled on this server (start udpftd with --allow-delete)",
-                    ));
-                }
-                self.root.delete(name)?;
-                Ok(Plan::Answered)
-            }
-            Op::Exit => {
-                if !self.opts.allow_exit {
-                    return Err(Refusal::new(
-                        ErrorCode::NotAllowed,
-                        "exit is disabled on this server (start udpftd with --allow-exit)",
-                    ));
-                }
-                Ok(Plan::Answered)
-            }
+        }
+        Ok(())
+    }
+}
+
+/// The IO workers: each takes a file operation, carries it out on the served root and
+/// reports back through a channel, waking the network thread with a byte on a pipe.
+struct IoPool {
+    jobs: Sender<IoRequest>,
+}
+
+impl IoPool {
+    fn start(
+        n: usize,
+        root: Arc<Root>,
+        done: Sender<(SessionId, IoOutcome)>,
+        wake: Arc<OwnedFd>,
+    ) -> io::Result<IoPool> {
+        let (jobs, rx) = channel::<IoRequest>();
+        let rx: Arc<Mutex<Receiver<IoRequest>>> = Arc::new(Mutex::new(rx));
+        for i in 0..n {
+            let (rx, root, done, wake) = (rx.clone(), root.clone(), done.clone(), wake.clone());
+            std::thread::Builder::new()
+                .name(format!("udpft-io-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        let (ticket, outcome) = carry_out(&root, job);
+                        if done.send((ticket, outcome)).is_err() {
+                            return;
+                        }
+                        let _ = rustix::io::write(&*wake, &[1]);
+                    }
+                })?;
+        }
+        Ok(IoPool { jobs })
+    }
+
+    fn send(&self, job: IoRequest) {
+        // The workers live as long as the pool: a send cannot fail while it runs.
+        let _ = self.jobs.send(job);
+    }
+}
+
+/// One file operation on the served root.
+fn carry_out(root: &Root, job: IoRequest) -> (SessionId, IoOutcome) {
+    match job {
+        IoRequest::Open {
+            ticket,
+            op,
+            name,
+            overwrite,
+            size: _,
+        } => {
+            let outcome = match op {
+                Op::Get => match root.open_file(&name) {
+                    Ok(src) => {
+                        let size = src.size();
+                        IoOutcome::Send(Box::new(src), size)
+                    }
+                    Err(r) => IoOutcome::Refused(r.code, r.message),
+                },
+                Op::List => match listing(root, &name) {
+                    Ok(text) => {
+                        let size = text.len() as u64;
+                        IoOutcome::Send(Box::new(io::Cursor::new(text)), size)
+                    }
+                    Err(r) => IoOutcome::Refused(r.code, r.message),
+                },
+                Op::Put => match root.create(&name, overwrite) {
+                    Ok(f) => IoOutcome::Store(Box::new(f)),
+                    Err(r) => IoOutcome::Refused(r.code, r.message),
+                },
+                Op::Delete => match root.delete(&name) {
+                    Ok(()) => IoOutcome::Done,
+                    Err(r) => IoOutcome::Refused(r.code, r.message),
+                },
+                Op::Exit => IoOutcome::Done,
+            };
+            (ticket, outcome)
+        }
+        IoRequest::Commit { ticket, mut sink } => {
+            let stored = sink.flush().and_then(|_| sink.commit());
+            drop(sink);
+            (ticket, IoOutcome::Committed(stored))
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Directory listings (PROTOCOL.md §3.7).
+//! Directory listings (PROTOCOL.md §3.9).
 
 use std::ffi::OsStr;
 use std::io::Write;

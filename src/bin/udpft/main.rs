@@ -46,7 +46,7 @@ struct Args {
     timeout: Duration,
     /// Give up with "no answer" after this long without progress (no new block
     /// acknowledged or received; resends go on until then, backing off to --timeout).
-    #[arg(long, global = true, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
+    #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
     idle: Duration,
     /// Print nothing on success (errors still go to stderr).
     #[arg(short, long, global = true)]
