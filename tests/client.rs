@@ -683,3 +683,97 @@ fn f9_trace_lines_are_timed() {
     assert!(trace[0].ends_with(" ms  client: request #0 sent"), "{err}");
     assert!(err.contains("done received, length 3000"), "{err}");
 }
+
+// Second round (the tester's findings on the merged client), numbered as found.
+
+// R1. A LOCAL that is a device, FIFO or socket is refused before anything is sent,
+// naming what it is; a symlink is followed to the file it leads to (replaced in its
+// own directory), a dangling one refused; a replaced file keeps its permission bits.
+#[test]
+fn r1_special_files_refused_symlinks_followed_modes_kept() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt, symlink};
+    let cli = tempfile::tempdir().unwrap();
+    let c = cli.path();
+    let quiet = Silent::new();
+    let a = quiet.addr();
+    let fifo = c.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _sock = std::os::unix::net::UnixListener::bind(c.join("sock")).unwrap();
+    symlink("/dev/null", c.join("to-null")).unwrap();
+    symlink(c.join("nowhere"), c.join("dangling")).unwrap();
+    let cases: [(&str, &str); 6] = [
+        (
+            "/dev/null",
+            "'/dev/null' is a character device; get stores only in regular files",
+        ),
+        ("fifo", "'fifo' is a FIFO (named pipe);"),
+        ("sock", "'sock' is a socket;"),
+        (
+            "to-null",
+            "'to-null' is a character device (through a symlink);",
+        ),
+        // stdout is a pipe here.
+        (
+            "/dev/stdout",
+            "'/dev/stdout' is a FIFO (named pipe) (through a symlink)",
+        ),
+        (
+            "dangling",
+            "which does not exist; get follows a symlink only to an existing file",
+        ),
+    ];
+    for (local, msg) in cases {
+        let o = udpft(c, &["--idle", "60s", "get", &a, "notes.txt", local]);
+        assert_code(&o, 1, msg);
+        assert_eq!(quiet.received(), 0, "{local}: something was sent");
+    }
+    assert!(
+        fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(!c.join("nowhere").exists());
+
+    // Against a real server: a symlink's target is replaced, the link stays a link.
+    let root = tempfile::tempdir().unwrap();
+    fs::write(root.path().join("notes.txt"), b"new notes").unwrap();
+    let srv = Server::start(root.path(), &[]);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let real = elsewhere.path().join("real.txt");
+    fs::write(&real, b"old").unwrap();
+    fs::set_permissions(&real, fs::Permissions::from_mode(0o600)).unwrap();
+    symlink(&real, c.join("link")).unwrap();
+    assert_code(&udpft(c, &["get", &srv.addr, "notes.txt", "link"]), 0, "");
+    assert!(
+        fs::symlink_metadata(c.join("link"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(fs::read(&real).unwrap(), b"new notes");
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&real), 0o600, "the target's mode");
+    // A plain file replaced keeps its mode (both temporary file kinds).
+    for (named, m) in [("0", 0o600), ("1", 0o640)] {
+        let f = c.join("kept.txt");
+        fs::write(&f, b"old").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(m)).unwrap();
+        let o = Command::new(UDPFT)
+            .current_dir(c)
+            .env("UDPFT_NAMED_TEMP", named)
+            .args(["get", &srv.addr, "notes.txt", "kept.txt"])
+            .output()
+            .unwrap();
+        assert_code(&o, 0, "");
+        assert_eq!(fs::read(&f).unwrap(), b"new notes");
+        assert_eq!(mode(&f), m, "UDPFT_NAMED_TEMP={named}");
+    }
+}

@@ -775,12 +775,12 @@ pub fn local_target(remote: &str, local: Option<&Path>) -> Result<PathBuf, Clien
         })
     };
     let Some(l) = local else {
-        return Ok(PathBuf::from(base()?));
+        return destination(PathBuf::from(base()?));
     };
     let shown = l.display();
     if ends_with_slash(l) {
         return match std::fs::metadata(l) {
-            Ok(md) if md.is_dir() => Ok(l.join(base()?)),
+            Ok(md) if md.is_dir() => destination(l.join(base()?)),
             Ok(_) => Err(ClientError::Local(format!("'{shown}' is not a directory"))),
             Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
                 Err(ClientError::Local(format!("'{shown}' is not a directory")))
@@ -792,14 +792,14 @@ pub fn local_target(remote: &str, local: Option<&Path>) -> Result<PathBuf, Clien
         };
     }
     if l.is_dir() {
-        return Ok(l.join(base()?));
+        return destination(l.join(base()?));
     }
     let parent = match l.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     match std::fs::metadata(parent) {
-        Ok(md) if md.is_dir() => Ok(l.to_path_buf()),
+        Ok(md) if md.is_dir() => destination(l.to_path_buf()),
         Ok(_) => Err(ClientError::Local(format!(
             "cannot write '{shown}': '{}' is not a directory",
             parent.display()
@@ -813,6 +813,69 @@ pub fn local_target(remote: &str, local: Option<&Path>) -> Result<PathBuf, Clien
             parent.display()
         ))),
     }
+}
+
+/// What kind of file `ft` is, in words, for a message.
+fn kind_of(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The file a download to `target` creates or replaces, checked before anything is
+/// sent: `target` if nothing is there or a regular file is; the file a symlink leads
+/// to (resolved fully, so the download replaces it in its own directory) if that is
+/// a regular file. Anything else is refused, naming what it is: a device, FIFO or
+/// socket would be replaced by a regular file (as root, `/dev/null` itself), and a
+/// dangling symlink would create a file where the person never looked (the classic
+/// symlink attack on a shared directory).
+fn destination(target: PathBuf) -> Result<PathBuf, ClientError> {
+    let shown = text::escape(&target.to_string_lossy()).into_owned();
+    let link = match std::fs::symlink_metadata(&target) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(target),
+        Err(e) => return Err(ClientError::Local(format!("cannot write '{shown}': {e}"))),
+        Ok(md) => md.file_type().is_symlink(),
+    };
+    let through = if link { " (through a symlink)" } else { "" };
+    match std::fs::metadata(&target) {
+        // A directory is refused by the caller, which knows what was meant.
+        Ok(md) if md.is_file() || md.is_dir() => {}
+        Ok(md) => {
+            return Err(ClientError::Local(format!(
+                "'{shown}' is {}{through}; get stores only in regular files (give a file name)",
+                kind_of(md.file_type())
+            )));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let to = std::fs::read_link(&target)
+                .map(|t| text::escape(&t.to_string_lossy()).into_owned())
+                .unwrap_or_default();
+            return Err(ClientError::Local(format!(
+                "'{shown}' is a symlink to '{to}', which does not exist; get follows a \
+                 symlink only to an existing file (name the file itself to create it)"
+            )));
+        }
+        Err(e) => return Err(ClientError::Local(format!("cannot write '{shown}': {e}"))),
+    }
+    if !link {
+        return Ok(target);
+    }
+    std::fs::canonicalize(&target).map_err(|e| {
+        ClientError::Local(format!(
+            "cannot write '{shown}': resolving the symlink: {e}"
+        ))
+    })
 }
 
 /// One entry of a listing (PROTOCOL.md §3.7), its name unescaped.
