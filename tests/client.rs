@@ -777,3 +777,35 @@ fn r1_special_files_refused_symlinks_followed_modes_kept() {
         assert_eq!(mode(&f), m, "UDPFT_NAMED_TEMP={named}");
     }
 }
+
+// R2. A server that announces no size and sends a listing for ever cannot make the
+// client hold more than its limit (64 MiB by default; 4 KiB here).
+#[test]
+fn r2_a_listing_is_capped() {
+    let (addr, h) = fake_server(move |s, to, nonce, op| {
+        accept(s, to, nonce, op, udpft::wire::UNKNOWN_SIZE);
+        assert!(await_ack(s, 0));
+        for seq in 1..=1000u64 {
+            data(s, to, seq, &[b'x'; 1024]);
+            if !await_ack(s, seq) {
+                // Refused (an ERROR) well before the end.
+                assert!(seq <= 5, "block {seq} was acknowledged");
+                return;
+            }
+        }
+        panic!("the client took 1000 blocks of a listing");
+    });
+    let opts = ClientOptions {
+        max_listing: 4096,
+        ..ClientOptions::default()
+    };
+    let mut c = Client::to(addr.parse().unwrap(), opts);
+    let e = c.list(None).unwrap_err();
+    h.join().unwrap();
+    assert!(
+        matches!(e, ClientError::ListingTooLarge { limit: 4096, .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("more than 4096 bytes"), "{e}");
+    assert_eq!(udpft::net::client::LISTING_LIMIT, 64 << 20);
+}

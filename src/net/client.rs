@@ -40,7 +40,14 @@ pub struct ClientOptions {
     pub stall: Option<Duration>,
     /// Set (by a Ctrl-C handler) to abandon the running transfer.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// The most of a listing kept in memory ([`LISTING_LIMIT`] by default): a server
+    /// that sends more (announced or not) fails the list with
+    /// [`ClientError::ListingTooLarge`].
+    pub max_listing: usize,
 }
+
+/// The default [`ClientOptions::max_listing`]: 64 MiB, some 700 000 entries.
+pub const LISTING_LIMIT: usize = 64 << 20;
 
 impl Default for ClientOptions {
     fn default() -> Self {
@@ -51,6 +58,7 @@ impl Default for ClientOptions {
             trace: false,
             stall: None,
             interrupt: None,
+            max_listing: LISTING_LIMIT,
         }
     }
 }
@@ -107,6 +115,12 @@ pub enum ClientError {
     /// The server sent more data than the size it announced.
     #[error("{peer} sent more than the {announced} bytes it announced; transfer abandoned")]
     Oversize { peer: SocketAddr, announced: u64 },
+    /// A listing longer than [`ClientOptions::max_listing`].
+    #[error(
+        "{peer} sent a listing of more than {limit} bytes, more than the client keeps in \
+         memory; listing abandoned"
+    )]
+    ListingTooLarge { peer: SocketAddr, limit: usize },
     /// Ctrl-C.
     #[error("interrupted")]
     Interrupted,
@@ -393,14 +407,27 @@ impl Client {
     /// escaped by the server; other text unchecked: sanitize it before printing).
     pub fn list(&mut self, dir: Option<&str>) -> Result<(String, Report), ClientError> {
         let dir = dir.unwrap_or(".");
-        let sink = Shared::default();
+        let sink = Shared::new(self.opts.max_listing);
         let report = self.run(
             dir,
             Job::List(Box::new(sink.clone())),
             format!("'{}'", text::escape(dir)),
-        )?;
-        let bytes = std::mem::take(&mut *sink.0.lock().unwrap_or_else(|p| p.into_inner()));
+        );
+        let mut kept = sink.0.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.overflowed {
+            return Err(ClientError::ListingTooLarge {
+                peer: report.map_or_else(|_| self.chosen_or_first(), |r| r.peer),
+                limit: self.opts.max_listing,
+            });
+        }
+        let report = report?;
+        let bytes = std::mem::take(&mut kept.bytes);
         Ok((String::from_utf8_lossy(&bytes).into_owned(), report))
+    }
+
+    /// The address that answered, or else the first one (for a message).
+    fn chosen_or_first(&self) -> SocketAddr {
+        self.chosen.unwrap_or(self.addrs[0])
     }
 
     /// Deletes `remote` on the server.
@@ -718,16 +745,38 @@ fn drain(sock: &UdpSocket, buf: &mut [u8], s: &mut ClientSession) {
     }
 }
 
-/// A sink into shared memory (for listings).
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<Vec<u8>>>);
+/// A sink into shared memory (for listings), holding at most `limit` bytes: a write
+/// past it fails (which ends the transfer) and marks it overflowed.
+#[derive(Clone)]
+struct Shared(Arc<Mutex<Kept>>);
+
+struct Kept {
+    bytes: Vec<u8>,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl Shared {
+    fn new(limit: usize) -> Shared {
+        Shared(Arc::new(Mutex::new(Kept {
+            bytes: Vec::new(),
+            limit,
+            overflowed: false,
+        })))
+    }
+}
 
 impl Write for Shared {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .map_err(|_| io::Error::other("poisoned"))?
-            .extend_from_slice(buf);
+        let mut k = self.0.lock().map_err(|_| io::Error::other("poisoned"))?;
+        if buf.len() > k.limit - k.bytes.len() {
+            k.overflowed = true;
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "listing longer than the client keeps",
+            ));
+        }
+        k.bytes.extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {

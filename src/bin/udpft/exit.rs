@@ -12,7 +12,8 @@ pub const USAGE: u8 = 2;
 pub const REFUSED: u8 = 3;
 /// Nothing listening, no answer, no progress, or the peer went silent.
 pub const NO_ANSWER: u8 = 4;
-/// The integrity check (length or CRC32) failed, or the server sent more than announced.
+/// The integrity check (length or CRC32) failed, or the server sent more than announced
+/// or than the client keeps (a listing over its limit).
 pub const INTEGRITY: u8 = 5;
 /// Interrupted by Ctrl-C.
 pub const INTERRUPTED: u8 = 130;
@@ -34,7 +35,7 @@ pub fn code(e: &ClientError) -> u8 {
             ErrorCode::Integrity => INTEGRITY,
             _ => OTHER,
         },
-        ClientError::Oversize { .. } => INTEGRITY,
+        ClientError::Oversize { .. } | ClientError::ListingTooLarge { .. } => INTEGRITY,
         ClientError::Interrupted => INTERRUPTED,
         ClientError::Transfer(t) => match t {
             TransferError::NoAnswer { .. } | TransferError::Silent { .. } => NO_ANSWER,

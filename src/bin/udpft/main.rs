@@ -192,6 +192,7 @@ fn main() -> ExitCode {
         trace: a.trace,
         stall: None,
         interrupt: Some(interrupt.clone()),
+        ..ClientOptions::default()
     };
     let mut client = match Client::new(cmd.server(), opts) {
         Ok(c) => c,

@@ -106,6 +106,8 @@ struct Session {
     /// Asks before `exit` (stdin is a terminal).
     confirm: bool,
     cache: HashMap<String, Vec<Entry>>,
+    /// About how much memory the cache holds: kept under [`client::LISTING_LIMIT`].
+    cache_bytes: usize,
 }
 
 /// The shell: checks the server, then runs commands until `quit`, `bye`, `exit` or the
@@ -131,6 +133,7 @@ pub fn run(mut client: Client, label: &str, opts: ShellOptions) -> u8 {
         quiet: opts.quiet,
         confirm: interactive,
         cache: HashMap::new(),
+        cache_bytes: 0,
     }));
     let reset = || {
         if let Some(f) = &opts.interrupt {
@@ -310,7 +313,7 @@ impl Session {
                     .map_err(Failure::from)
             }
             ("put", [local] | [local, _]) => {
-                self.cache.clear();
+                self.clear_cache();
                 self.client
                     .put(Path::new(local), args.get(1).copied())
                     .map(|r| self.summary(&r))
@@ -319,7 +322,7 @@ impl Session {
             ("mget", [_, ..]) => self.mget(&args),
             ("mput", [_, ..]) => self.mput(&args),
             ("delete" | "rm", [remote]) => {
-                self.cache.clear();
+                self.clear_cache();
                 self.client
                     .delete(remote)
                     .map(|r| self.summary(&r))
@@ -359,8 +362,8 @@ impl Session {
 
     fn list(&mut self, dir: Option<&str>) -> Result<(), Failure> {
         let (text, _) = self.client.list(dir)?;
-        self.cache.insert(
-            dir.unwrap_or("").trim_end_matches('/').to_string(),
+        self.remember(
+            dir.unwrap_or("").trim_end_matches('/'),
             client::parse_listing(&text),
         );
         crate::progress::print_listing(&text);
@@ -427,7 +430,7 @@ impl Session {
 
     /// Every local file matching the patterns, uploaded into the server's root.
     fn mput(&mut self, patterns: &[&str]) -> Result<(), Failure> {
-        self.cache.clear();
+        self.clear_cache();
         let mut worst = None;
         for pat in patterns {
             let paths = glob::glob(pat).map_err(|e| {
@@ -462,9 +465,36 @@ impl Session {
             .list(if dir.is_empty() { None } else { Some(dir) })
             .map(|(t, _)| client::parse_listing(&t))
             .unwrap_or_default();
-        self.cache.insert(dir.to_string(), listed.clone());
+        self.remember(dir, listed.clone());
         listed
     }
+
+    /// Caches the listing of `dir`; the cache is emptied first if it would grow past
+    /// [`client::LISTING_LIMIT`] (one listing is at most that), so tabbing through a
+    /// server's many directories cannot fill memory.
+    fn remember(&mut self, dir: &str, entries: Vec<Entry>) {
+        let size = cost(&entries);
+        if self.cache_bytes.saturating_add(size) > client::LISTING_LIMIT {
+            self.clear_cache();
+        }
+        self.cache_bytes += size;
+        if let Some(old) = self.cache.insert(dir.to_string(), entries) {
+            self.cache_bytes -= cost(&old);
+        }
+    }
+
+    fn clear_cache(&mut self) {
+        self.cache.clear();
+        self.cache_bytes = 0;
+    }
+}
+
+/// About how much memory cached entries take.
+fn cost(entries: &[Entry]) -> usize {
+    entries
+        .iter()
+        .map(|e| e.name.len() + std::mem::size_of::<Entry>())
+        .sum()
 }
 
 fn lcd(dir: Option<&str>) -> Result<(), Failure> {
@@ -658,6 +688,28 @@ mod tests {
         assert_eq!(split_words("get \"\"").unwrap(), ["get", ""]);
         assert!(split_words("get \"a").is_err());
         assert!(split_words("   ").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_completion_cache_is_bounded() {
+        let addr = "127.0.0.1:9".parse().unwrap();
+        let mut s = Session {
+            client: Client::to(addr, client::ClientOptions::default()),
+            label: String::new(),
+            quiet: true,
+            confirm: false,
+            cache: HashMap::new(),
+            cache_bytes: 0,
+        };
+        let big = || vec![entry(&"n".repeat(client::LISTING_LIMIT / 3), Some(1))];
+        for dir in ["a", "b", "c", "d", "e"] {
+            s.remember(dir, big());
+            assert!(s.cache_bytes <= client::LISTING_LIMIT);
+            assert_eq!(s.cache_bytes, s.cache.values().map(|e| cost(e)).sum());
+        }
+        assert!(s.cache.len() < 5 && s.cache.contains_key("e"));
+        s.remember("e", vec![entry("small", None)]);
+        assert_eq!(s.cache_bytes, s.cache.values().map(|e| cost(e)).sum());
     }
 
     fn entry(name: &str, size: Option<u64>) -> Entry {
