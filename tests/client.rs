@@ -809,3 +809,120 @@ fn r2_a_listing_is_capped() {
     assert!(e.to_string().contains("more than 4096 bytes"), "{e}");
     assert_eq!(udpft::net::client::LISTING_LIMIT, 64 << 20);
 }
+
+/// A fake server for many sessions, one at a time: a list gets `listing`, a get gets
+/// `body`. Returns the names of the gets it served, once `stop` is set (or after 30 s).
+fn listing_server(
+    listing: Vec<u8>,
+    body: &'static [u8],
+) -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    JoinHandle<Vec<String>>,
+) {
+    use std::sync::atomic::Ordering;
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let addr = s.local_addr().unwrap().to_string();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let h = std::thread::spawn(move || {
+        let mut buf = [0u8; 70_000];
+        let mut seen = Vec::new();
+        let mut got = Vec::new();
+        let t = Instant::now();
+        while !flag.load(Ordering::Relaxed) && t.elapsed() < Duration::from_secs(30) {
+            let Ok((n, from)) = s.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(d) = Datagram::parse(&buf[..n]) else {
+                continue;
+            };
+            let Message::Request(r) = d.message else {
+                continue;
+            };
+            if seen.contains(&d.session) {
+                continue; // a resent REQUEST of a session already served
+            }
+            seen.push(d.session);
+            let payload: Vec<u8> = match r.op {
+                Op::List => listing.clone(),
+                Op::Get => {
+                    got.push(r.name.to_string());
+                    body.to_vec()
+                }
+                _ => continue,
+            };
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            accept(&s, from, d.session, r.op, payload.len() as u64);
+            if await_ack(&s, 0) {
+                data(&s, from, 1, &payload);
+                if await_ack(&s, 1) {
+                    done(&s, from, 2, &payload);
+                    await_ack(&s, 2);
+                }
+            }
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        }
+        got
+    });
+    (addr, stop, h)
+}
+
+// R3 and R4. mget checks every local name the server gave before fetching anything:
+// names that cannot be files here (control characters, NUL, too long, '.', '..', a
+// '/') are refused, named escaped, and the good ones still fetched; the summary
+// shows local names escaped; nothing raw reaches the terminal.
+#[test]
+fn r3_r4_mget_checks_local_names_first() {
+    let cli = tempfile::tempdir().unwrap();
+    let long = "l".repeat(300);
+    let listing = format!(
+        "5\tx\\x1b[31m\n5\tnew\\nline\n5\ta\\x00b\n5\t{long}\n5\t.\n5\t..\n5\tsub/evil\n5\tgood\n"
+    );
+    let (addr, stop, h) = listing_server(listing.into_bytes(), b"EVIL!");
+    let o = run_shell(cli.path(), &addr, &[], "mget *\n");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let fetched = h.join().unwrap();
+    let err = stderr(&o);
+    // Only the good name was asked for; the script stops after mget, which failed.
+    assert_eq!(fetched, ["good"], "{err}");
+    assert_code(&o, 1, "stopped at line 1 (mget *)");
+    assert_eq!(fs::read(cli.path().join("good")).unwrap(), b"EVIL!");
+    for (shown, why) in [
+        ("x\\x1b[31m", "control or invisible characters"),
+        ("new\\nline", "control or invisible characters"),
+        ("a\\x00b", "cannot contain NUL"),
+        (long.as_str(), "300 bytes, longer than the 255"),
+        ("'.'", "names a directory"),
+        ("'..'", "names a directory"),
+        ("sub/evil", "cannot contain '/'"),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains("not fetching") && l.contains(shown) && l.contains(why)),
+            "{shown}: {err}"
+        );
+    }
+    assert!(!o.stderr.contains(&0x1b), "raw ESC on the terminal: {err}");
+    assert!(!o.stdout.contains(&0x1b));
+    // Nothing but 'good' was created.
+    let made: Vec<_> = fs::read_dir(cli.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(made, ["good"]);
+}
+
+// R3. The summary of a get shows the local name escaped.
+#[test]
+fn r3_summaries_escape_local_names() {
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    fs::write(root.path().join("n"), b"n").unwrap();
+    let srv = Server::start(root.path(), &[]);
+    let o = udpft(cli.path(), &["get", &srv.addr, "n", "esc\u{1b}[2Jname"]);
+    assert_code(&o, 0, "'n' -> 'esc\\x1b[2Jname'");
+    assert!(!o.stderr.contains(&0x1b), "{}", stderr(&o));
+    assert_eq!(fs::read(cli.path().join("esc\u{1b}[2Jname")).unwrap(), b"n");
+}

@@ -331,15 +331,15 @@ impl Client {
     /// existing file untouched.
     pub fn get(&mut self, remote: &str, local: Option<&Path>) -> Result<Report, ClientError> {
         let target = local_target(remote, local)?;
+        let local_shown = shown(&target);
         if target.is_dir() {
             return Err(ClientError::Local(format!(
-                "'{}' is a directory; give a file name or put a '/' after it",
-                target.display()
+                "'{local_shown}' is a directory; give a file name or put a '/' after it"
             )));
         }
         let file = AtomicFile::create(&target, true)
-            .map_err(|e| ClientError::Local(format!("cannot write '{}': {e}", target.display())))?;
-        let what = format!("'{}' -> '{}'", text::escape(remote), target.display());
+            .map_err(|e| ClientError::Local(format!("cannot write '{local_shown}': {e}")))?;
+        let what = format!("'{}' -> '{local_shown}'", text::escape(remote));
         self.run(remote, Job::Get(Box::new(file)), what)
     }
 
@@ -349,7 +349,7 @@ impl Client {
     /// inside it. Whether REMOTE is a directory is asked with a listing of it (a list
     /// succeeds exactly for a directory) before the upload starts.
     pub fn put(&mut self, local: &Path, remote: Option<&str>) -> Result<Report, ClientError> {
-        let shown = local.display();
+        let shown = shown(local);
         if local.is_dir() {
             return Err(ClientError::Local(format!(
                 "'{shown}' is a directory; put sends one file"
@@ -798,6 +798,49 @@ fn remote_file_name(remote: &str) -> Option<&str> {
         .filter(|n| !n.is_empty() && *n != "." && *n != "..")
 }
 
+/// A local path as messages show it: escaped, as it may come from the server (mget).
+fn shown(p: &Path) -> String {
+    text::escape(&p.to_string_lossy()).into_owned()
+}
+
+/// The longest file name most local filesystems take (`NAME_MAX`), in bytes.
+pub const NAME_MAX: usize = 255;
+
+/// Whether `name` can be a file name here, made from a name the server gave (get
+/// without LOCAL, mget) or shown on a command line (completion): one path component,
+/// not `.` or `..`, without NUL, at most [`NAME_MAX`] bytes, and without characters
+/// that [`text::escape`] escapes (control characters, line separators, bidirectional
+/// and zero-width marks), which would make a name that prints as something else or
+/// drives the terminal. A backslash is fine. `Err` says why not.
+pub fn check_local_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("an empty name".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("'{name}' names a directory"));
+    }
+    if name.contains('\0') {
+        return Err("a file name cannot contain NUL".into());
+    }
+    if name.contains('/') {
+        return Err("a file name cannot contain '/'".into());
+    }
+    if name.len() > NAME_MAX {
+        return Err(format!(
+            "{} bytes, longer than the {NAME_MAX} a file name may have",
+            name.len()
+        ));
+    }
+    let mut b = [0u8; 4];
+    if name
+        .chars()
+        .any(|c| c != '\\' && text::escape(c.encode_utf8(&mut b)).len() != c.len_utf8())
+    {
+        return Err("it holds control or invisible characters".into());
+    }
+    Ok(())
+}
+
 fn ends_with_slash(p: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     p.as_os_str().as_bytes().ends_with(b"/")
@@ -816,17 +859,24 @@ pub fn local_target(remote: &str, local: Option<&Path>) -> Result<PathBuf, Clien
         )));
     }
     let base = || {
-        remote_file_name(remote).ok_or_else(|| {
+        let name = remote_file_name(remote).ok_or_else(|| {
             ClientError::BadPath(format!(
                 "'{}' does not end in a file name; give a LOCAL name",
                 text::escape(remote)
             ))
-        })
+        })?;
+        check_local_name(name).map_err(|why| {
+            ClientError::BadPath(format!(
+                "'{}' cannot be a local file name ({why}); give a LOCAL name",
+                text::escape(name)
+            ))
+        })?;
+        Ok::<_, ClientError>(name)
     };
     let Some(l) = local else {
         return destination(PathBuf::from(base()?));
     };
-    let shown = l.display();
+    let shown = shown(l);
     if ends_with_slash(l) {
         return match std::fs::metadata(l) {
             Ok(md) if md.is_dir() => destination(l.join(base()?)),
@@ -851,15 +901,15 @@ pub fn local_target(remote: &str, local: Option<&Path>) -> Result<PathBuf, Clien
         Ok(md) if md.is_dir() => destination(l.to_path_buf()),
         Ok(_) => Err(ClientError::Local(format!(
             "cannot write '{shown}': '{}' is not a directory",
-            parent.display()
+            self::shown(parent)
         ))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ClientError::Local(format!(
             "cannot write '{shown}': no local directory '{}'",
-            parent.display()
+            self::shown(parent)
         ))),
         Err(e) => Err(ClientError::Local(format!(
             "cannot write '{shown}': '{}': {e}",
-            parent.display()
+            self::shown(parent)
         ))),
     }
 }
@@ -1031,6 +1081,21 @@ mod tests {
             Err(ClientError::BadPath(_))
         ));
         assert!(local_target("dir/", None).is_err());
+        // A name from the server that cannot be a file here: refused, named escaped.
+        for (remote, why) in [
+            ("d/a\u{1b}b", "'a\\x1b"),
+            ("a\0b", "NUL"),
+            (&*"x".repeat(256), "256 bytes"),
+        ] {
+            match local_target(remote, None) {
+                Err(ClientError::BadPath(m)) => {
+                    assert!(m.contains(why) && m.contains("give a LOCAL name"), "{m}")
+                }
+                other => panic!("{remote:?}: {other:?}"),
+            }
+        }
+        assert!(check_local_name("back\\slash \u{e9}").is_ok());
+        assert!(local_target("d/a\u{1b}b", Some(&x)).is_ok());
         assert!(local_target("..", None).is_err());
     }
 

@@ -398,15 +398,46 @@ impl Session {
             })?;
             let (listing, _) = self.client.list(dir.filter(|d| !d.is_empty()))?;
             let entries = client::parse_listing(&listing);
-            let names: Vec<String> = entries
+            let matched: Vec<&Entry> = entries
                 .iter()
                 .filter(|e| !e.is_dir() && matcher.matches(&e.name))
-                .map(|e| match dir {
+                .collect();
+            // Every local name is checked before anything is fetched: a name the
+            // server gave that cannot be a file here (NUL, too long, '.', '..', a '/',
+            // control characters) or whose place is taken (a directory, a FIFO) is
+            // refused, named, and the others are still fetched.
+            let mut names = Vec::new();
+            for e in &matched {
+                let remote = match dir {
                     Some(d) => format!("{d}/{}", e.name),
                     None => e.name.clone(),
-                })
-                .collect();
-            if names.is_empty() {
+                };
+                let checked = client::check_local_name(&e.name)
+                    .map_err(|why| {
+                        ClientError::Local(format!(
+                            "not fetching '{}': the server's name cannot be a local file \
+                             name ({why})",
+                            text::escape(&remote)
+                        ))
+                    })
+                    .and_then(|()| client::local_target(&remote, None));
+                match checked {
+                    Ok(local) if local.is_dir() => {
+                        eprintln!(
+                            "udpft: not fetching '{}': '{}' is a local directory",
+                            text::escape(&remote),
+                            text::escape(&local.to_string_lossy())
+                        );
+                        worst.get_or_insert(exit::OTHER);
+                    }
+                    Ok(_) => names.push(remote),
+                    Err(e) => {
+                        eprintln!("udpft: {e}");
+                        worst.get_or_insert(exit::OTHER);
+                    }
+                }
+            }
+            if matched.is_empty() {
                 let e = ClientError::Server {
                     code: udpft::engine::ErrorCode::NotFound,
                     message: format!("no file on the server matches '{pat}'"),
@@ -598,9 +629,11 @@ fn complete(
             .filter(|c| c.starts_with(word))
             .map(|c| format!("{c} "))
             .collect(),
+        // A name with control or invisible characters is never a candidate: raw it
+        // would drive the terminal, escaped it would name another file.
         Kind::Remote => remote(dir.unwrap_or(""))
             .into_iter()
-            .filter(|e| e.name.starts_with(partial))
+            .filter(|e| e.name.starts_with(partial) && client::check_local_name(&e.name).is_ok())
             .map(|e| {
                 let slash = if e.is_dir() { "/" } else { "" };
                 quote(format!("{prefix}{}{slash}", e.name))
@@ -619,6 +652,7 @@ fn complete(
                             let name = e.file_name().into_string().ok()?;
                             if !name.starts_with(partial)
                                 || (name.starts_with('.') && !partial.starts_with('.'))
+                                || client::check_local_name(&name).is_err()
                             {
                                 return None;
                             }
@@ -763,6 +797,20 @@ mod tests {
         let line = format!("get notes.txt {base}/alp");
         let (_, got) = complete(&line, line.len(), &mut remote);
         assert_eq!(got, [format!("{base}/alpha.bin")]);
+        // Names with control or invisible characters are never candidates (raw they
+        // would reach the terminal, escaped they would name another file).
+        let mut evil = |_: &str| {
+            vec![
+                entry("e\u{1b}]0;pwned\u{7}", Some(1)),
+                entry("e\nline", Some(1)),
+                entry("e\u{202e}txt", Some(1)),
+                entry("e\\ok", Some(1)),
+            ]
+        };
+        assert_eq!(complete("get e", 5, &mut evil).1, ["e\\ok"]);
+        std::fs::write(d.path().join("al\u{1b}[2J"), b"").unwrap();
+        let line = format!("put {base}/al");
+        assert_eq!(complete(&line, line.len(), &mut remote).1.len(), 2);
         // Nothing to complete after delete's one argument.
         assert!(complete("delete a ", 9, &mut remote).1.is_empty());
     }
