@@ -926,3 +926,68 @@ fn r3_summaries_escape_local_names() {
     assert!(!o.stderr.contains(&0x1b), "{}", stderr(&o));
     assert_eq!(fs::read(cli.path().join("esc\u{1b}[2Jname")).unwrap(), b"n");
 }
+
+// R5. What --help and the messages say matches what the client does.
+#[test]
+fn r5_help_and_messages_match_behaviour() {
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    let c = cli.path();
+    fs::write(root.path().join("f.txt"), b"f").unwrap();
+    let srv = Server::start(root.path(), &[]);
+    let h = stdout(&udpft(c, &["--help"]));
+    let range = format!(
+        "from {} to {}",
+        udpft::wire::MIN_BLOCK_SIZE,
+        udpft::wire::MAX_BLOCK_SIZE
+    );
+    assert!(h.contains(&range), "{h}");
+    assert!(h.contains("Given alone, without a command"), "{h}");
+    assert!(h.contains("the server abandoned the transfer"), "{h}");
+    // A missing batch file is reported before the server is contacted.
+    let quiet = Silent::new();
+    let o = run_shell(c, &quiet.addr(), &["-b", "/nonexistent/batch"], "");
+    assert_code(&o, 1, "cannot read the batch file '/nonexistent/batch'");
+    assert_eq!(quiet.received(), 0, "the server was contacted");
+    // list of a missing path names a directory.
+    let o = udpft(c, &["list", &srv.addr, "missing"]);
+    assert_code(&o, 3, "server has no directory 'missing'");
+    let o = udpft(c, &["list", &srv.addr, "f.txt"]);
+    assert_code(&o, 3, "'f.txt' is not a directory");
+    // mput of a directory says what it skipped and how to send its files.
+    fs::create_dir(c.join("d")).unwrap();
+    fs::write(c.join("d/in.txt"), b"in").unwrap();
+    let o = run_shell(c, &srv.addr, &[], "mput d\n");
+    assert_code(
+        &o,
+        1,
+        "skipping 'd': a directory (mput sends files; 'mput d/*'",
+    );
+    let o = run_shell(c, &srv.addr, &[], "mput d/*\n");
+    assert_code(&o, 0, "");
+    assert_eq!(fs::read(root.path().join("in.txt")).unwrap(), b"in");
+}
+
+// R5. ERROR 9 (aborted: the server gave up or is shutting down) is exit 4, as no
+// answer is: worth trying again, not a refusal.
+#[test]
+fn r5_a_server_that_aborts_is_exit_4() {
+    let cli = tempfile::tempdir().unwrap();
+    let (addr, h) = fake_server(|s, to, nonce, op| {
+        accept(s, to, nonce, op, 5000);
+        assert!(await_ack(s, 0));
+        let d = Datagram {
+            session: SESSION,
+            seq: 1,
+            message: Message::Error {
+                code: ErrorCode::Aborted,
+                message: "shutting down",
+            },
+        };
+        s.send_to(&emit(&d), to).unwrap();
+    });
+    let o = udpft(cli.path(), &["get", &addr, "f"]);
+    h.join().unwrap();
+    assert_code(&o, 4, "server: shutting down");
+    assert!(!cli.path().join("f").exists());
+}

@@ -420,7 +420,17 @@ impl Client {
                 limit: self.opts.max_listing,
             });
         }
-        let report = report?;
+        let report = report.map_err(|e| match e {
+            // The server's wording ("no file") fits a get; a list asks for a directory.
+            ClientError::Server {
+                code: ErrorCode::NotFound,
+                ..
+            } => ClientError::Server {
+                code: ErrorCode::NotFound,
+                message: format!("server has no directory '{}'", text::escape(dir)),
+            },
+            e => e,
+        })?;
         let bytes = std::mem::take(&mut kept.bytes);
         Ok((String::from_utf8_lossy(&bytes).into_owned(), report))
     }

@@ -115,6 +115,20 @@ struct Session {
 /// `-b FILE`) that of the first failing command, where it stops; at a terminal that
 /// of the last command.
 pub fn run(mut client: Client, label: &str, opts: ShellOptions) -> u8 {
+    // A batch file that cannot be read is reported before the server is bothered.
+    let batch: Option<Box<dyn BufRead>> = match &opts.batch {
+        Some(p) if p.as_os_str() != "-" => match std::fs::File::open(p) {
+            Ok(f) => Some(Box::new(io::BufReader::new(f))),
+            Err(e) => {
+                eprintln!(
+                    "udpft: cannot read the batch file '{}': {e}",
+                    text::escape(&p.to_string_lossy())
+                );
+                return exit::OTHER;
+            }
+        },
+        _ => None,
+    };
     // Nothing is said about the server before it has answered.
     let peer = match client.check() {
         Ok(p) => p,
@@ -173,16 +187,7 @@ pub fn run(mut client: Client, label: &str, opts: ShellOptions) -> u8 {
             Err(e) => eprintln!("udpft: no line editing ({e}); reading plain lines"),
         }
     }
-    let input: Box<dyn BufRead> = match &opts.batch {
-        Some(p) if p.as_os_str() != "-" => match std::fs::File::open(p) {
-            Ok(f) => Box::new(io::BufReader::new(f)),
-            Err(e) => {
-                eprintln!("udpft: cannot read the batch file '{}': {e}", p.display());
-                return exit::OTHER;
-            }
-        },
-        _ => Box::new(io::stdin().lock()),
-    };
+    let input: Box<dyn BufRead> = batch.unwrap_or_else(|| Box::new(io::stdin().lock()));
     // Without line editing nobody is asked anything (stdin is the command stream).
     session.borrow_mut().confirm = false;
     let mut plain = Plain;
@@ -467,9 +472,25 @@ impl Session {
             let paths = glob::glob(pat).map_err(|e| {
                 Failure::Usage(format!("'{}': not a pattern: {e}", text::escape(pat)))
             })?;
-            let files: Vec<PathBuf> = paths.flatten().filter(|p| p.is_file()).collect();
+            let (files, others): (Vec<PathBuf>, Vec<PathBuf>) =
+                paths.flatten().partition(|p| p.is_file());
+            // What matched but is no file is named, not passed over in silence.
+            for p in &others {
+                let shown = text::escape(&p.to_string_lossy()).into_owned();
+                if p.is_dir() {
+                    eprintln!(
+                        "udpft: skipping '{shown}': a directory (mput sends files; \
+                         'mput {shown}/*' sends the files in it)"
+                    );
+                } else {
+                    eprintln!("udpft: skipping '{shown}': not a regular file");
+                }
+            }
+            // As sftp: skipping is not a failure, a pattern that sends nothing is.
             if files.is_empty() {
-                eprintln!("udpft: no local file matches '{}'", text::escape(pat));
+                if others.is_empty() {
+                    eprintln!("udpft: no local file matches '{}'", text::escape(pat));
+                }
                 worst.get_or_insert(exit::OTHER);
                 continue;
             }
