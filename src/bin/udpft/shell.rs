@@ -31,6 +31,7 @@ commands (names with spaces in quotes: get \"my file.txt\"):
   mget PATTERN...         download every file on the server matching a glob
                           (*, ?, [abc]; e.g. mget 'logs/*.txt') into this directory
   mput PATTERN...         upload every local file matching a glob into the root
+                          (a directory is skipped: mput DIR/* sends its files)
   delete REMOTE, rm       delete a file on the server (if the server allows it)
   lcd [DIR]               change the local directory (default: home)
   lpwd                    print the local directory
