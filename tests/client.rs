@@ -683,3 +683,311 @@ fn f9_trace_lines_are_timed() {
     assert!(trace[0].ends_with(" ms  client: request #0 sent"), "{err}");
     assert!(err.contains("done received, length 3000"), "{err}");
 }
+
+// Second round (the tester's findings on the merged client), numbered as found.
+
+// R1. A LOCAL that is a device, FIFO or socket is refused before anything is sent,
+// naming what it is; a symlink is followed to the file it leads to (replaced in its
+// own directory), a dangling one refused; a replaced file keeps its permission bits.
+#[test]
+fn r1_special_files_refused_symlinks_followed_modes_kept() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt, symlink};
+    let cli = tempfile::tempdir().unwrap();
+    let c = cli.path();
+    let quiet = Silent::new();
+    let a = quiet.addr();
+    let fifo = c.join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _sock = std::os::unix::net::UnixListener::bind(c.join("sock")).unwrap();
+    symlink("/dev/null", c.join("to-null")).unwrap();
+    symlink(c.join("nowhere"), c.join("dangling")).unwrap();
+    let cases: [(&str, &str); 6] = [
+        (
+            "/dev/null",
+            "'/dev/null' is a character device; get stores only in regular files",
+        ),
+        ("fifo", "'fifo' is a FIFO (named pipe);"),
+        ("sock", "'sock' is a socket;"),
+        (
+            "to-null",
+            "'to-null' is a character device (through a symlink);",
+        ),
+        // stdout is a pipe here.
+        (
+            "/dev/stdout",
+            "'/dev/stdout' is a FIFO (named pipe) (through a symlink)",
+        ),
+        (
+            "dangling",
+            "which does not exist; get follows a symlink only to an existing file",
+        ),
+    ];
+    for (local, msg) in cases {
+        let o = udpft(c, &["--idle", "60s", "get", &a, "notes.txt", local]);
+        assert_code(&o, 1, msg);
+        assert_eq!(quiet.received(), 0, "{local}: something was sent");
+    }
+    assert!(
+        fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(!c.join("nowhere").exists());
+
+    // Against a real server: a symlink's target is replaced, the link stays a link.
+    let root = tempfile::tempdir().unwrap();
+    fs::write(root.path().join("notes.txt"), b"new notes").unwrap();
+    let srv = Server::start(root.path(), &[]);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let real = elsewhere.path().join("real.txt");
+    fs::write(&real, b"old").unwrap();
+    fs::set_permissions(&real, fs::Permissions::from_mode(0o600)).unwrap();
+    symlink(&real, c.join("link")).unwrap();
+    assert_code(&udpft(c, &["get", &srv.addr, "notes.txt", "link"]), 0, "");
+    assert!(
+        fs::symlink_metadata(c.join("link"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(fs::read(&real).unwrap(), b"new notes");
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&real), 0o600, "the target's mode");
+    // A plain file replaced keeps its mode (both temporary file kinds).
+    for (named, m) in [("0", 0o600), ("1", 0o640)] {
+        let f = c.join("kept.txt");
+        fs::write(&f, b"old").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(m)).unwrap();
+        let o = Command::new(UDPFT)
+            .current_dir(c)
+            .env("UDPFT_NAMED_TEMP", named)
+            .args(["get", &srv.addr, "notes.txt", "kept.txt"])
+            .output()
+            .unwrap();
+        assert_code(&o, 0, "");
+        assert_eq!(fs::read(&f).unwrap(), b"new notes");
+        assert_eq!(mode(&f), m, "UDPFT_NAMED_TEMP={named}");
+    }
+}
+
+// R2. A server that announces no size and sends a listing for ever cannot make the
+// client hold more than its limit (64 MiB by default; 4 KiB here).
+#[test]
+fn r2_a_listing_is_capped() {
+    let (addr, h) = fake_server(move |s, to, nonce, op| {
+        accept(s, to, nonce, op, udpft::wire::UNKNOWN_SIZE);
+        assert!(await_ack(s, 0));
+        for seq in 1..=1000u64 {
+            data(s, to, seq, &[b'x'; 1024]);
+            if !await_ack(s, seq) {
+                // Refused (an ERROR) well before the end.
+                assert!(seq <= 5, "block {seq} was acknowledged");
+                return;
+            }
+        }
+        panic!("the client took 1000 blocks of a listing");
+    });
+    let opts = ClientOptions {
+        max_listing: 4096,
+        ..ClientOptions::default()
+    };
+    let mut c = Client::to(addr.parse().unwrap(), opts);
+    let e = c.list(None).unwrap_err();
+    h.join().unwrap();
+    assert!(
+        matches!(e, ClientError::ListingTooLarge { limit: 4096, .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("more than 4096 bytes"), "{e}");
+    assert_eq!(udpft::net::client::LISTING_LIMIT, 64 << 20);
+}
+
+/// A fake server for many sessions, one at a time: a list gets `listing`, a get gets
+/// `body`. Returns the names of the gets it served, once `stop` is set (or after 30 s).
+fn listing_server(
+    listing: Vec<u8>,
+    body: &'static [u8],
+) -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    JoinHandle<Vec<String>>,
+) {
+    use std::sync::atomic::Ordering;
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let addr = s.local_addr().unwrap().to_string();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let h = std::thread::spawn(move || {
+        let mut buf = [0u8; 70_000];
+        let mut seen = Vec::new();
+        let mut got = Vec::new();
+        let t = Instant::now();
+        while !flag.load(Ordering::Relaxed) && t.elapsed() < Duration::from_secs(30) {
+            let Ok((n, from)) = s.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(d) = Datagram::parse(&buf[..n]) else {
+                continue;
+            };
+            let Message::Request(r) = d.message else {
+                continue;
+            };
+            if seen.contains(&d.session) {
+                continue; // a resent REQUEST of a session already served
+            }
+            seen.push(d.session);
+            let payload: Vec<u8> = match r.op {
+                Op::List => listing.clone(),
+                Op::Get => {
+                    got.push(r.name.to_string());
+                    body.to_vec()
+                }
+                _ => continue,
+            };
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            accept(&s, from, d.session, r.op, payload.len() as u64);
+            if await_ack(&s, 0) {
+                data(&s, from, 1, &payload);
+                if await_ack(&s, 1) {
+                    done(&s, from, 2, &payload);
+                    await_ack(&s, 2);
+                }
+            }
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        }
+        got
+    });
+    (addr, stop, h)
+}
+
+// R3 and R4. mget checks every local name the server gave before fetching anything:
+// names that cannot be files here (control characters, NUL, too long, '.', '..', a
+// '/') are refused, named escaped, and the good ones still fetched; the summary
+// shows local names escaped; nothing raw reaches the terminal.
+#[test]
+fn r3_r4_mget_checks_local_names_first() {
+    let cli = tempfile::tempdir().unwrap();
+    let long = "l".repeat(300);
+    let listing = format!(
+        "5\tx\\x1b[31m\n5\tnew\\nline\n5\ta\\x00b\n5\t{long}\n5\t.\n5\t..\n5\tsub/evil\n5\tgood\n"
+    );
+    let (addr, stop, h) = listing_server(listing.into_bytes(), b"EVIL!");
+    let o = run_shell(cli.path(), &addr, &[], "mget *\n");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let fetched = h.join().unwrap();
+    let err = stderr(&o);
+    // Only the good name was asked for; the script stops after mget, which failed.
+    assert_eq!(fetched, ["good"], "{err}");
+    assert_code(&o, 1, "stopped at line 1 (mget *)");
+    assert_eq!(fs::read(cli.path().join("good")).unwrap(), b"EVIL!");
+    for (shown, why) in [
+        ("x\\x1b[31m", "control or invisible characters"),
+        ("new\\nline", "control or invisible characters"),
+        ("a\\x00b", "cannot contain NUL"),
+        (long.as_str(), "300 bytes, longer than the 255"),
+        ("'.'", "names a directory"),
+        ("'..'", "names a directory"),
+        ("sub/evil", "cannot contain '/'"),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains("not fetching") && l.contains(shown) && l.contains(why)),
+            "{shown}: {err}"
+        );
+    }
+    assert!(!o.stderr.contains(&0x1b), "raw ESC on the terminal: {err}");
+    assert!(!o.stdout.contains(&0x1b));
+    // Nothing but 'good' was created.
+    let made: Vec<_> = fs::read_dir(cli.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(made, ["good"]);
+}
+
+// R3. The summary of a get shows the local name escaped.
+#[test]
+fn r3_summaries_escape_local_names() {
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    fs::write(root.path().join("n"), b"n").unwrap();
+    let srv = Server::start(root.path(), &[]);
+    let o = udpft(cli.path(), &["get", &srv.addr, "n", "esc\u{1b}[2Jname"]);
+    assert_code(&o, 0, "'n' -> 'esc\\x1b[2Jname'");
+    assert!(!o.stderr.contains(&0x1b), "{}", stderr(&o));
+    assert_eq!(fs::read(cli.path().join("esc\u{1b}[2Jname")).unwrap(), b"n");
+}
+
+// R5. What --help and the messages say matches what the client does.
+#[test]
+fn r5_help_and_messages_match_behaviour() {
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    let c = cli.path();
+    fs::write(root.path().join("f.txt"), b"f").unwrap();
+    let srv = Server::start(root.path(), &[]);
+    let h = stdout(&udpft(c, &["--help"]));
+    let range = format!(
+        "from {} to {}",
+        udpft::wire::MIN_BLOCK_SIZE,
+        udpft::wire::MAX_BLOCK_SIZE
+    );
+    assert!(h.contains(&range), "{h}");
+    assert!(h.contains("Given alone, without a command"), "{h}");
+    assert!(h.contains("the server abandoned the transfer"), "{h}");
+    // A missing batch file is reported before the server is contacted.
+    let quiet = Silent::new();
+    let o = run_shell(c, &quiet.addr(), &["-b", "/nonexistent/batch"], "");
+    assert_code(&o, 1, "cannot read the batch file '/nonexistent/batch'");
+    assert_eq!(quiet.received(), 0, "the server was contacted");
+    // list of a missing path names a directory.
+    let o = udpft(c, &["list", &srv.addr, "missing"]);
+    assert_code(&o, 3, "server has no directory 'missing'");
+    let o = udpft(c, &["list", &srv.addr, "f.txt"]);
+    assert_code(&o, 3, "'f.txt' is not a directory");
+    // mput of a directory says what it skipped and how to send its files.
+    fs::create_dir(c.join("d")).unwrap();
+    fs::write(c.join("d/in.txt"), b"in").unwrap();
+    let o = run_shell(c, &srv.addr, &[], "mput d\n");
+    assert_code(
+        &o,
+        1,
+        "skipping 'd': a directory (mput sends files; 'mput d/*'",
+    );
+    let o = run_shell(c, &srv.addr, &[], "mput d/*\n");
+    assert_code(&o, 0, "");
+    assert_eq!(fs::read(root.path().join("in.txt")).unwrap(), b"in");
+}
+
+// R5. ERROR 9 (aborted: the server gave up or is shutting down) is exit 4, as no
+// answer is: worth trying again, not a refusal.
+#[test]
+fn r5_a_server_that_aborts_is_exit_4() {
+    let cli = tempfile::tempdir().unwrap();
+    let (addr, h) = fake_server(|s, to, nonce, op| {
+        accept(s, to, nonce, op, 5000);
+        assert!(await_ack(s, 0));
+        let d = Datagram {
+            session: SESSION,
+            seq: 1,
+            message: Message::Error {
+                code: ErrorCode::Aborted,
+                message: "shutting down",
+            },
+        };
+        s.send_to(&emit(&d), to).unwrap();
+    });
+    let o = udpft(cli.path(), &["get", &addr, "f"]);
+    h.join().unwrap();
+    assert_code(&o, 4, "server: shutting down");
+    assert!(!cli.path().join("f").exists());
+}

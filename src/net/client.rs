@@ -40,7 +40,14 @@ pub struct ClientOptions {
     pub stall: Option<Duration>,
     /// Set (by a Ctrl-C handler) to abandon the running transfer.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// The most of a listing kept in memory ([`LISTING_LIMIT`] by default): a server
+    /// that sends more (announced or not) fails the list with
+    /// [`ClientError::ListingTooLarge`].
+    pub max_listing: usize,
 }
+
+/// The default [`ClientOptions::max_listing`]: 64 MiB, some 700 000 entries.
+pub const LISTING_LIMIT: usize = 64 << 20;
 
 impl Default for ClientOptions {
     fn default() -> Self {
@@ -51,6 +58,7 @@ impl Default for ClientOptions {
             trace: false,
             stall: None,
             interrupt: None,
+            max_listing: LISTING_LIMIT,
         }
     }
 }
@@ -107,6 +115,12 @@ pub enum ClientError {
     /// The server sent more data than the size it announced.
     #[error("{peer} sent more than the {announced} bytes it announced; transfer abandoned")]
     Oversize { peer: SocketAddr, announced: u64 },
+    /// A listing longer than [`ClientOptions::max_listing`].
+    #[error(
+        "{peer} sent a listing of more than {limit} bytes, more than the client keeps in \
+         memory; listing abandoned"
+    )]
+    ListingTooLarge { peer: SocketAddr, limit: usize },
     /// Ctrl-C.
     #[error("interrupted")]
     Interrupted,
@@ -317,15 +331,15 @@ impl Client {
     /// existing file untouched.
     pub fn get(&mut self, remote: &str, local: Option<&Path>) -> Result<Report, ClientError> {
         let target = local_target(remote, local)?;
+        let local_shown = shown(&target);
         if target.is_dir() {
             return Err(ClientError::Local(format!(
-                "'{}' is a directory; give a file name or put a '/' after it",
-                target.display()
+                "'{local_shown}' is a directory; give a file name or put a '/' after it"
             )));
         }
         let file = AtomicFile::create(&target, true)
-            .map_err(|e| ClientError::Local(format!("cannot write '{}': {e}", target.display())))?;
-        let what = format!("'{}' -> '{}'", text::escape(remote), target.display());
+            .map_err(|e| ClientError::Local(format!("cannot write '{local_shown}': {e}")))?;
+        let what = format!("'{}' -> '{local_shown}'", text::escape(remote));
         self.run(remote, Job::Get(Box::new(file)), what)
     }
 
@@ -335,7 +349,7 @@ impl Client {
     /// inside it. Whether REMOTE is a directory is asked with a listing of it (a list
     /// succeeds exactly for a directory) before the upload starts.
     pub fn put(&mut self, local: &Path, remote: Option<&str>) -> Result<Report, ClientError> {
-        let shown = local.display();
+        let shown = shown(local);
         if local.is_dir() {
             return Err(ClientError::Local(format!(
                 "'{shown}' is a directory; put sends one file"
@@ -393,14 +407,37 @@ impl Client {
     /// escaped by the server; other text unchecked: sanitize it before printing).
     pub fn list(&mut self, dir: Option<&str>) -> Result<(String, Report), ClientError> {
         let dir = dir.unwrap_or(".");
-        let sink = Shared::default();
+        let sink = Shared::new(self.opts.max_listing);
         let report = self.run(
             dir,
             Job::List(Box::new(sink.clone())),
             format!("'{}'", text::escape(dir)),
-        )?;
-        let bytes = std::mem::take(&mut *sink.0.lock().unwrap_or_else(|p| p.into_inner()));
+        );
+        let mut kept = sink.0.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.overflowed {
+            return Err(ClientError::ListingTooLarge {
+                peer: report.map_or_else(|_| self.chosen_or_first(), |r| r.peer),
+                limit: self.opts.max_listing,
+            });
+        }
+        let report = report.map_err(|e| match e {
+            // The server's wording ("no file") fits a get; a list asks for a directory.
+            ClientError::Server {
+                code: ErrorCode::NotFound,
+                ..
+            } => ClientError::Server {
+                code: ErrorCode::NotFound,
+                message: format!("server has no directory '{}'", text::escape(dir)),
+            },
+            e => e,
+        })?;
+        let bytes = std::mem::take(&mut kept.bytes);
         Ok((String::from_utf8_lossy(&bytes).into_owned(), report))
+    }
+
+    /// The address that answered, or else the first one (for a message).
+    fn chosen_or_first(&self) -> SocketAddr {
+        self.chosen.unwrap_or(self.addrs[0])
     }
 
     /// Deletes `remote` on the server.
@@ -727,16 +764,38 @@ fn drain(sock: &UdpSocket, buf: &mut [u8], s: &mut ClientSession) {
     }
 }
 
-/// A sink into shared memory (for listings).
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<Vec<u8>>>);
+/// A sink into shared memory (for listings), holding at most `limit` bytes: a write
+/// past it fails (which ends the transfer) and marks it overflowed.
+#[derive(Clone)]
+struct Shared(Arc<Mutex<Kept>>);
+
+struct Kept {
+    bytes: Vec<u8>,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl Shared {
+    fn new(limit: usize) -> Shared {
+        Shared(Arc::new(Mutex::new(Kept {
+            bytes: Vec::new(),
+            limit,
+            overflowed: false,
+        })))
+    }
+}
 
 impl Write for Shared {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .map_err(|_| io::Error::other("poisoned"))?
-            .extend_from_slice(buf);
+        let mut k = self.0.lock().map_err(|_| io::Error::other("poisoned"))?;
+        if buf.len() > k.limit - k.bytes.len() {
+            k.overflowed = true;
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "listing longer than the client keeps",
+            ));
+        }
+        k.bytes.extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -758,6 +817,49 @@ fn remote_file_name(remote: &str) -> Option<&str> {
         .filter(|n| !n.is_empty() && *n != "." && *n != "..")
 }
 
+/// A local path as messages show it: escaped, as it may come from the server (mget).
+fn shown(p: &Path) -> String {
+    text::escape(&p.to_string_lossy()).into_owned()
+}
+
+/// The longest file name most local filesystems take (`NAME_MAX`), in bytes.
+pub const NAME_MAX: usize = 255;
+
+/// Whether `name` can be a file name here, made from a name the server gave (get
+/// without LOCAL, mget) or shown on a command line (completion): one path component,
+/// not `.` or `..`, without NUL, at most [`NAME_MAX`] bytes, and without characters
+/// that [`text::escape`] escapes (control characters, line separators, bidirectional
+/// and zero-width marks), which would make a name that prints as something else or
+/// drives the terminal. A backslash is fine. `Err` says why not.
+pub fn check_local_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("an empty name".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("'{name}' names a directory"));
+    }
+    if name.contains('\0') {
+        return Err("a file name cannot contain NUL".into());
+    }
+    if name.contains('/') {
+        return Err("a file name cannot contain '/'".into());
+    }
+    if name.len() > NAME_MAX {
+        return Err(format!(
+            "{} bytes, longer than the {NAME_MAX} a file name may have",
+            name.len()
+        ));
+    }
+    let mut b = [0u8; 4];
+    if name
+        .chars()
+        .any(|c| c != '\\' && text::escape(c.encode_utf8(&mut b)).len() != c.len_utf8())
+    {
+        return Err("it holds control or invisible characters".into());
+    }
+    Ok(())
+}
+
 fn ends_with_slash(p: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     p.as_os_str().as_bytes().ends_with(b"/")
@@ -776,20 +878,27 @@ pub fn local_target(remote: &str, local: Option<&Path>) -> Result<PathBuf, Clien
         )));
     }
     let base = || {
-        remote_file_name(remote).ok_or_else(|| {
+        let name = remote_file_name(remote).ok_or_else(|| {
             ClientError::BadPath(format!(
                 "'{}' does not end in a file name; give a LOCAL name",
                 text::escape(remote)
             ))
-        })
+        })?;
+        check_local_name(name).map_err(|why| {
+            ClientError::BadPath(format!(
+                "'{}' cannot be a local file name ({why}); give a LOCAL name",
+                text::escape(name)
+            ))
+        })?;
+        Ok::<_, ClientError>(name)
     };
     let Some(l) = local else {
-        return Ok(PathBuf::from(base()?));
+        return destination(PathBuf::from(base()?));
     };
-    let shown = l.display();
+    let shown = shown(l);
     if ends_with_slash(l) {
         return match std::fs::metadata(l) {
-            Ok(md) if md.is_dir() => Ok(l.join(base()?)),
+            Ok(md) if md.is_dir() => destination(l.join(base()?)),
             Ok(_) => Err(ClientError::Local(format!("'{shown}' is not a directory"))),
             Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
                 Err(ClientError::Local(format!("'{shown}' is not a directory")))
@@ -801,27 +910,90 @@ pub fn local_target(remote: &str, local: Option<&Path>) -> Result<PathBuf, Clien
         };
     }
     if l.is_dir() {
-        return Ok(l.join(base()?));
+        return destination(l.join(base()?));
     }
     let parent = match l.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     match std::fs::metadata(parent) {
-        Ok(md) if md.is_dir() => Ok(l.to_path_buf()),
+        Ok(md) if md.is_dir() => destination(l.to_path_buf()),
         Ok(_) => Err(ClientError::Local(format!(
             "cannot write '{shown}': '{}' is not a directory",
-            parent.display()
+            self::shown(parent)
         ))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ClientError::Local(format!(
             "cannot write '{shown}': no local directory '{}'",
-            parent.display()
+            self::shown(parent)
         ))),
         Err(e) => Err(ClientError::Local(format!(
             "cannot write '{shown}': '{}': {e}",
-            parent.display()
+            self::shown(parent)
         ))),
     }
+}
+
+/// What kind of file `ft` is, in words, for a message.
+fn kind_of(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The file a download to `target` creates or replaces, checked before anything is
+/// sent: `target` if nothing is there or a regular file is; the file a symlink leads
+/// to (resolved fully, so the download replaces it in its own directory) if that is
+/// a regular file. Anything else is refused, naming what it is: a device, FIFO or
+/// socket would be replaced by a regular file (as root, `/dev/null` itself), and a
+/// dangling symlink would create a file where the person never looked (the classic
+/// symlink attack on a shared directory).
+fn destination(target: PathBuf) -> Result<PathBuf, ClientError> {
+    let shown = text::escape(&target.to_string_lossy()).into_owned();
+    let link = match std::fs::symlink_metadata(&target) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(target),
+        Err(e) => return Err(ClientError::Local(format!("cannot write '{shown}': {e}"))),
+        Ok(md) => md.file_type().is_symlink(),
+    };
+    let through = if link { " (through a symlink)" } else { "" };
+    match std::fs::metadata(&target) {
+        // A directory is refused by the caller, which knows what was meant.
+        Ok(md) if md.is_file() || md.is_dir() => {}
+        Ok(md) => {
+            return Err(ClientError::Local(format!(
+                "'{shown}' is {}{through}; get stores only in regular files (give a file name)",
+                kind_of(md.file_type())
+            )));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let to = std::fs::read_link(&target)
+                .map(|t| text::escape(&t.to_string_lossy()).into_owned())
+                .unwrap_or_default();
+            return Err(ClientError::Local(format!(
+                "'{shown}' is a symlink to '{to}', which does not exist; get follows a \
+                 symlink only to an existing file (name the file itself to create it)"
+            )));
+        }
+        Err(e) => return Err(ClientError::Local(format!("cannot write '{shown}': {e}"))),
+    }
+    if !link {
+        return Ok(target);
+    }
+    std::fs::canonicalize(&target).map_err(|e| {
+        ClientError::Local(format!(
+            "cannot write '{shown}': resolving the symlink: {e}"
+        ))
+    })
 }
 
 /// One entry of a listing (PROTOCOL.md §3.9), its name unescaped.
@@ -928,6 +1100,21 @@ mod tests {
             Err(ClientError::BadPath(_))
         ));
         assert!(local_target("dir/", None).is_err());
+        // A name from the server that cannot be a file here: refused, named escaped.
+        for (remote, why) in [
+            ("d/a\u{1b}b", "'a\\x1b"),
+            ("a\0b", "NUL"),
+            (&*"x".repeat(256), "256 bytes"),
+        ] {
+            match local_target(remote, None) {
+                Err(ClientError::BadPath(m)) => {
+                    assert!(m.contains(why) && m.contains("give a LOCAL name"), "{m}")
+                }
+                other => panic!("{remote:?}: {other:?}"),
+            }
+        }
+        assert!(check_local_name("back\\slash \u{e9}").is_ok());
+        assert!(local_target("d/a\u{1b}b", Some(&x)).is_ok());
         assert!(local_target("..", None).is_err());
     }
 

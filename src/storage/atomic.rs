@@ -42,6 +42,8 @@ pub struct AtomicFile {
     out: Option<WriteBehind>,
     overwrite: bool,
     committed: bool,
+    /// The permission bits of the file this one replaces (see [`AtomicFile::create`]).
+    keep_mode: Option<u32>,
 }
 
 fn temp_name() -> OsString {
@@ -85,6 +87,12 @@ impl AtomicFile {
     /// earlier, killed downloads are swept first. Temporary files as
     /// [`TempFiles::from_env`] says. With `overwrite`, an existing `dest`
     /// is replaced at commit; without, the commit fails with `AlreadyExists`.
+    ///
+    /// A regular file already at `dest` (not followed if a symlink) gives the new file
+    /// its permission bits (`0o777`; never set-user-ID, set-group-ID or sticky): they
+    /// are set on the temporary file at once, so its contents are never more readable
+    /// than the file it replaces, and again before it gets its name. Other files get
+    /// `0o666` less the umask, as `open` gives them.
     pub fn create(dest: &Path, overwrite: bool) -> io::Result<AtomicFile> {
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
@@ -103,7 +111,20 @@ impl AtomicFile {
         )
         .map_err(errno)?;
         let _ = super::sweep_dir(dir.as_fd());
-        Self::create_in(dir, name, overwrite, TempFiles::from_env())
+        let keep_mode = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode).is_file() => {
+                Some(st.st_mode & 0o777)
+            }
+            _ => None,
+        };
+        let mut f = Self::create_in(dir, name, overwrite, TempFiles::from_env())?;
+        if let (Some(mode), Some(t)) = (keep_mode, &f.temp) {
+            // A named temporary file is visible in the directory while it fills.
+            rustix::fs::chmodat(&f.dir, t, Mode::from_raw_mode(mode), AtFlags::empty())
+                .map_err(errno)?;
+        }
+        f.keep_mode = keep_mode;
+        Ok(f)
     }
 
     /// A new file `name` in the directory `dir`.
@@ -144,6 +165,7 @@ impl AtomicFile {
             out: Some(WriteBehind::new(file)?),
             overwrite,
             committed: false,
+            keep_mode: None,
         })
     }
 
@@ -265,6 +287,10 @@ impl Sink for AtomicFile {
     fn commit(&mut self) -> io::Result<()> {
         let w = self.out.take().ok_or_else(Self::closed)?;
         let f = w.finish()?;
+        if let Some(mode) = self.keep_mode {
+            // Before the name: the file never appears with other permissions.
+            rustix::fs::fchmod(&f, Mode::from_raw_mode(mode)).map_err(errno)?;
+        }
         f.sync_data()?;
         self.publish(&f)?;
         self.committed = true;

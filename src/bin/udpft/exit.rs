@@ -10,9 +10,12 @@ pub const OTHER: u8 = 1;
 pub const USAGE: u8 = 2;
 /// The server refused: not found, access denied, exists, not allowed, busy, bad request.
 pub const REFUSED: u8 = 3;
-/// Nothing listening, no answer, no progress, or the peer went silent.
+/// Nothing listening, no answer, no progress, the peer went silent, or the server
+/// abandoned the transfer (ERROR 9: it gave up or is shutting down): all worth trying
+/// again later, none a refusal of the request itself.
 pub const NO_ANSWER: u8 = 4;
-/// The integrity check (length or CRC32) failed, or the server sent more than announced.
+/// The integrity check (length or CRC32) failed, or the server sent more than announced
+/// or than the client keeps (a listing over its limit).
 pub const INTEGRITY: u8 = 5;
 /// Interrupted by Ctrl-C.
 pub const INTERRUPTED: u8 = 130;
@@ -32,9 +35,10 @@ pub fn code(e: &ClientError) -> u8 {
             | ErrorCode::NotAllowed
             | ErrorCode::BadRequest => REFUSED,
             ErrorCode::Integrity => INTEGRITY,
+            ErrorCode::Aborted => NO_ANSWER,
             _ => OTHER,
         },
-        ClientError::Oversize { .. } => INTEGRITY,
+        ClientError::Oversize { .. } | ClientError::ListingTooLarge { .. } => INTEGRITY,
         ClientError::Interrupted => INTERRUPTED,
         ClientError::Transfer(t) => match t {
             TransferError::NoAnswer { .. } | TransferError::Silent { .. } => NO_ANSWER,

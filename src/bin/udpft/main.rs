@@ -24,8 +24,9 @@ IPv6 and IPv4, until one answers.";
 const EXIT_HELP: &str = "\
 Exit codes: 0 success; 1 local or other error; 2 usage error; 3 the server refused \
 (not found, access denied, exists, not allowed, busy, bad request); 4 nothing \
-listening, no answer, or no progress; 5 integrity check failed (or more data than \
-announced); 130 interrupted.";
+listening, no answer, no progress, or the server abandoned the transfer (it gave up \
+or is shutting down); 5 integrity check failed (or more data than announced, or a \
+listing over 64 MiB); 130 interrupted.";
 
 /// Move files to and from a udpftd server over UDP.
 ///
@@ -37,15 +38,16 @@ announced); 130 interrupted.";
 struct Args {
     #[command(subcommand)]
     cmd: Option<Cmd>,
-    /// Block size asked for, in bytes (the server may grant less).
+    /// Block size asked for, in bytes, from 8 to 65481 (the server may grant less).
     #[arg(long, global = true, value_name = "BYTES", default_value_t = wire::DEFAULT_BLOCK_SIZE,
           value_parser = clap::value_parser!(u32).range(wire::MIN_BLOCK_SIZE as i64..=wire::MAX_BLOCK_SIZE as i64))]
     block_size: u32,
     /// Ceiling of the retransmission timeout: 500ms, 2s, 1m, or plain seconds.
     #[arg(long, global = true, value_name = "DURATION", default_value = "1s", value_parser = parse_timeout)]
     timeout: Duration,
-    /// Give up with "no answer" after this long without progress (no new block
-    /// acknowledged or received; resends go on until then, backing off to --timeout).
+    /// Give up after this long without progress (no new block acknowledged or
+    /// received; duplicates do not count; resends go on until then, backing off to
+    /// --timeout).
     #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
     idle: Duration,
     /// Print nothing on success (errors still go to stderr).
@@ -56,7 +58,8 @@ struct Args {
     #[arg(long, global = true)]
     trace: bool,
     /// Write udpft's man page (man) or its completions for a shell (bash, zsh, fish,
-    /// elvish, powershell) to stdout, and exit.
+    /// elvish, powershell) to stdout, and exit. Given alone, without a command (the
+    /// other options go before or after the command).
     #[arg(long, value_enum, value_name = "WHAT", exclusive = true)]
     generate: Option<Generate>,
 }
@@ -192,6 +195,7 @@ fn main() -> ExitCode {
         trace: a.trace,
         stall: None,
         interrupt: Some(interrupt.clone()),
+        ..ClientOptions::default()
     };
     let mut client = match Client::new(cmd.server(), opts) {
         Ok(c) => c,

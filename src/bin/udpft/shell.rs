@@ -31,6 +31,7 @@ commands (names with spaces in quotes: get \"my file.txt\"):
   mget PATTERN...         download every file on the server matching a glob
                           (*, ?, [abc]; e.g. mget 'logs/*.txt') into this directory
   mput PATTERN...         upload every local file matching a glob into the root
+                          (a directory is skipped: mput DIR/* sends its files)
   delete REMOTE, rm       delete a file on the server (if the server allows it)
   lcd [DIR]               change the local directory (default: home)
   lpwd                    print the local directory
@@ -106,6 +107,8 @@ struct Session {
     /// Asks before `exit` (stdin is a terminal).
     confirm: bool,
     cache: HashMap<String, Vec<Entry>>,
+    /// About how much memory the cache holds: kept under [`client::LISTING_LIMIT`].
+    cache_bytes: usize,
 }
 
 /// The shell: checks the server, then runs commands until `quit`, `bye`, `exit` or the
@@ -113,6 +116,20 @@ struct Session {
 /// `-b FILE`) that of the first failing command, where it stops; at a terminal that
 /// of the last command.
 pub fn run(mut client: Client, label: &str, opts: ShellOptions) -> u8 {
+    // A batch file that cannot be read is reported before the server is bothered.
+    let batch: Option<Box<dyn BufRead>> = match &opts.batch {
+        Some(p) if p.as_os_str() != "-" => match std::fs::File::open(p) {
+            Ok(f) => Some(Box::new(io::BufReader::new(f))),
+            Err(e) => {
+                eprintln!(
+                    "udpft: cannot read the batch file '{}': {e}",
+                    text::escape(&p.to_string_lossy())
+                );
+                return exit::OTHER;
+            }
+        },
+        _ => None,
+    };
     // Nothing is said about the server before it has answered.
     let peer = match client.check() {
         Ok(p) => p,
@@ -131,6 +148,7 @@ pub fn run(mut client: Client, label: &str, opts: ShellOptions) -> u8 {
         quiet: opts.quiet,
         confirm: interactive,
         cache: HashMap::new(),
+        cache_bytes: 0,
     }));
     let reset = || {
         if let Some(f) = &opts.interrupt {
@@ -170,16 +188,7 @@ pub fn run(mut client: Client, label: &str, opts: ShellOptions) -> u8 {
             Err(e) => eprintln!("udpft: no line editing ({e}); reading plain lines"),
         }
     }
-    let input: Box<dyn BufRead> = match &opts.batch {
-        Some(p) if p.as_os_str() != "-" => match std::fs::File::open(p) {
-            Ok(f) => Box::new(io::BufReader::new(f)),
-            Err(e) => {
-                eprintln!("udpft: cannot read the batch file '{}': {e}", p.display());
-                return exit::OTHER;
-            }
-        },
-        _ => Box::new(io::stdin().lock()),
-    };
+    let input: Box<dyn BufRead> = batch.unwrap_or_else(|| Box::new(io::stdin().lock()));
     // Without line editing nobody is asked anything (stdin is the command stream).
     session.borrow_mut().confirm = false;
     let mut plain = Plain;
@@ -310,7 +319,7 @@ impl Session {
                     .map_err(Failure::from)
             }
             ("put", [local] | [local, _]) => {
-                self.cache.clear();
+                self.clear_cache();
                 self.client
                     .put(Path::new(local), args.get(1).copied())
                     .map(|r| self.summary(&r))
@@ -319,7 +328,7 @@ impl Session {
             ("mget", [_, ..]) => self.mget(&args),
             ("mput", [_, ..]) => self.mput(&args),
             ("delete" | "rm", [remote]) => {
-                self.cache.clear();
+                self.clear_cache();
                 self.client
                     .delete(remote)
                     .map(|r| self.summary(&r))
@@ -359,8 +368,8 @@ impl Session {
 
     fn list(&mut self, dir: Option<&str>) -> Result<(), Failure> {
         let (text, _) = self.client.list(dir)?;
-        self.cache.insert(
-            dir.unwrap_or("").trim_end_matches('/').to_string(),
+        self.remember(
+            dir.unwrap_or("").trim_end_matches('/'),
             client::parse_listing(&text),
         );
         crate::progress::print_listing(&text);
@@ -395,15 +404,46 @@ impl Session {
             })?;
             let (listing, _) = self.client.list(dir.filter(|d| !d.is_empty()))?;
             let entries = client::parse_listing(&listing);
-            let names: Vec<String> = entries
+            let matched: Vec<&Entry> = entries
                 .iter()
                 .filter(|e| !e.is_dir() && matcher.matches(&e.name))
-                .map(|e| match dir {
+                .collect();
+            // Every local name is checked before anything is fetched: a name the
+            // server gave that cannot be a file here (NUL, too long, '.', '..', a '/',
+            // control characters) or whose place is taken (a directory, a FIFO) is
+            // refused, named, and the others are still fetched.
+            let mut names = Vec::new();
+            for e in &matched {
+                let remote = match dir {
                     Some(d) => format!("{d}/{}", e.name),
                     None => e.name.clone(),
-                })
-                .collect();
-            if names.is_empty() {
+                };
+                let checked = client::check_local_name(&e.name)
+                    .map_err(|why| {
+                        ClientError::Local(format!(
+                            "not fetching '{}': the server's name cannot be a local file \
+                             name ({why})",
+                            text::escape(&remote)
+                        ))
+                    })
+                    .and_then(|()| client::local_target(&remote, None));
+                match checked {
+                    Ok(local) if local.is_dir() => {
+                        eprintln!(
+                            "udpft: not fetching '{}': '{}' is a local directory",
+                            text::escape(&remote),
+                            text::escape(&local.to_string_lossy())
+                        );
+                        worst.get_or_insert(exit::OTHER);
+                    }
+                    Ok(_) => names.push(remote),
+                    Err(e) => {
+                        eprintln!("udpft: {e}");
+                        worst.get_or_insert(exit::OTHER);
+                    }
+                }
+            }
+            if matched.is_empty() {
                 let e = ClientError::Server {
                     code: udpft::engine::ErrorCode::NotFound,
                     message: format!("no file on the server matches '{pat}'"),
@@ -427,15 +467,31 @@ impl Session {
 
     /// Every local file matching the patterns, uploaded into the server's root.
     fn mput(&mut self, patterns: &[&str]) -> Result<(), Failure> {
-        self.cache.clear();
+        self.clear_cache();
         let mut worst = None;
         for pat in patterns {
             let paths = glob::glob(pat).map_err(|e| {
                 Failure::Usage(format!("'{}': not a pattern: {e}", text::escape(pat)))
             })?;
-            let files: Vec<PathBuf> = paths.flatten().filter(|p| p.is_file()).collect();
+            let (files, others): (Vec<PathBuf>, Vec<PathBuf>) =
+                paths.flatten().partition(|p| p.is_file());
+            // What matched but is no file is named, not passed over in silence.
+            for p in &others {
+                let shown = text::escape(&p.to_string_lossy()).into_owned();
+                if p.is_dir() {
+                    eprintln!(
+                        "udpft: skipping '{shown}': a directory (mput sends files; \
+                         'mput {shown}/*' sends the files in it)"
+                    );
+                } else {
+                    eprintln!("udpft: skipping '{shown}': not a regular file");
+                }
+            }
+            // As sftp: skipping is not a failure, a pattern that sends nothing is.
             if files.is_empty() {
-                eprintln!("udpft: no local file matches '{}'", text::escape(pat));
+                if others.is_empty() {
+                    eprintln!("udpft: no local file matches '{}'", text::escape(pat));
+                }
                 worst.get_or_insert(exit::OTHER);
                 continue;
             }
@@ -462,9 +518,36 @@ impl Session {
             .list(if dir.is_empty() { None } else { Some(dir) })
             .map(|(t, _)| client::parse_listing(&t))
             .unwrap_or_default();
-        self.cache.insert(dir.to_string(), listed.clone());
+        self.remember(dir, listed.clone());
         listed
     }
+
+    /// Caches the listing of `dir`; the cache is emptied first if it would grow past
+    /// [`client::LISTING_LIMIT`] (one listing is at most that), so tabbing through a
+    /// server's many directories cannot fill memory.
+    fn remember(&mut self, dir: &str, entries: Vec<Entry>) {
+        let size = cost(&entries);
+        if self.cache_bytes.saturating_add(size) > client::LISTING_LIMIT {
+            self.clear_cache();
+        }
+        self.cache_bytes += size;
+        if let Some(old) = self.cache.insert(dir.to_string(), entries) {
+            self.cache_bytes -= cost(&old);
+        }
+    }
+
+    fn clear_cache(&mut self) {
+        self.cache.clear();
+        self.cache_bytes = 0;
+    }
+}
+
+/// About how much memory cached entries take.
+fn cost(entries: &[Entry]) -> usize {
+    entries
+        .iter()
+        .map(|e| e.name.len() + std::mem::size_of::<Entry>())
+        .sum()
 }
 
 fn lcd(dir: Option<&str>) -> Result<(), Failure> {
@@ -568,9 +651,11 @@ fn complete(
             .filter(|c| c.starts_with(word))
             .map(|c| format!("{c} "))
             .collect(),
+        // A name with control or invisible characters is never a candidate: raw it
+        // would drive the terminal, escaped it would name another file.
         Kind::Remote => remote(dir.unwrap_or(""))
             .into_iter()
-            .filter(|e| e.name.starts_with(partial))
+            .filter(|e| e.name.starts_with(partial) && client::check_local_name(&e.name).is_ok())
             .map(|e| {
                 let slash = if e.is_dir() { "/" } else { "" };
                 quote(format!("{prefix}{}{slash}", e.name))
@@ -589,6 +674,7 @@ fn complete(
                             let name = e.file_name().into_string().ok()?;
                             if !name.starts_with(partial)
                                 || (name.starts_with('.') && !partial.starts_with('.'))
+                                || client::check_local_name(&name).is_err()
                             {
                                 return None;
                             }
@@ -660,6 +746,28 @@ mod tests {
         assert!(split_words("   ").unwrap().is_empty());
     }
 
+    #[test]
+    fn the_completion_cache_is_bounded() {
+        let addr = "127.0.0.1:9".parse().unwrap();
+        let mut s = Session {
+            client: Client::to(addr, client::ClientOptions::default()),
+            label: String::new(),
+            quiet: true,
+            confirm: false,
+            cache: HashMap::new(),
+            cache_bytes: 0,
+        };
+        let big = || vec![entry(&"n".repeat(client::LISTING_LIMIT / 3), Some(1))];
+        for dir in ["a", "b", "c", "d", "e"] {
+            s.remember(dir, big());
+            assert!(s.cache_bytes <= client::LISTING_LIMIT);
+            assert_eq!(s.cache_bytes, s.cache.values().map(|e| cost(e)).sum());
+        }
+        assert!(s.cache.len() < 5 && s.cache.contains_key("e"));
+        s.remember("e", vec![entry("small", None)]);
+        assert_eq!(s.cache_bytes, s.cache.values().map(|e| cost(e)).sum());
+    }
+
     fn entry(name: &str, size: Option<u64>) -> Entry {
         Entry {
             name: name.into(),
@@ -711,6 +819,20 @@ mod tests {
         let line = format!("get notes.txt {base}/alp");
         let (_, got) = complete(&line, line.len(), &mut remote);
         assert_eq!(got, [format!("{base}/alpha.bin")]);
+        // Names with control or invisible characters are never candidates (raw they
+        // would reach the terminal, escaped they would name another file).
+        let mut evil = |_: &str| {
+            vec![
+                entry("e\u{1b}]0;pwned\u{7}", Some(1)),
+                entry("e\nline", Some(1)),
+                entry("e\u{202e}txt", Some(1)),
+                entry("e\\ok", Some(1)),
+            ]
+        };
+        assert_eq!(complete("get e", 5, &mut evil).1, ["e\\ok"]);
+        std::fs::write(d.path().join("al\u{1b}[2J"), b"").unwrap();
+        let line = format!("put {base}/al");
+        assert_eq!(complete(&line, line.len(), &mut remote).1.len(), 2);
         // Nothing to complete after delete's one argument.
         assert!(complete("delete a ", 9, &mut remote).1.is_empty());
     }
