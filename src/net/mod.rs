@@ -11,6 +11,7 @@ pub mod addr;
 pub mod client;
 pub mod relay;
 pub mod server;
+pub mod tap;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};

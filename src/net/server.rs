@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 
 use super::Waiter;
+use super::tap::Tap;
 use crate::engine::{Config, RtoConfig, ServerSession, Status, TransferError, reject};
 use crate::storage::{AtomicFile, Refusal, Root, listing};
 use crate::wire::{self, Datagram, ErrorCode, Message, Op, Request, SessionId};
@@ -102,6 +103,7 @@ pub struct Server {
     root: Root,
     opts: ServerOptions,
     local: SocketAddr,
+    tap: Option<Tap>,
 }
 
 struct Entry {
@@ -154,12 +156,19 @@ impl Server {
             root,
             opts,
             local,
+            tap: None,
         })
     }
 
     /// The address actually bound (the port chosen, if 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Records every datagram sent and received (`udpftd --pcap`); the capture is
+    /// flushed whenever the server waits idle, and when it stops.
+    pub fn capture(&mut self, tap: Tap) {
+        self.tap = Some(tap);
     }
 
     /// The served directory, canonicalised.
@@ -182,6 +191,8 @@ impl Server {
             scratch: vec![0u8; wire::MAX_DATAGRAM],
             mode: Mode::Accepting,
             stats: ServerStats::default(),
+            tap: self.tap,
+            local: self.local,
         };
         let mut idle_since: Option<Instant> = None;
         loop {
@@ -237,8 +248,14 @@ impl Server {
                 deadline = deadline.min(until);
             }
             match waiter.recv_until(&st.sock, &mut buf, deadline) {
-                Ok(Some((n, from))) => st.datagram(Instant::now(), from, &buf[..n]),
-                Ok(None) => {}
+                Ok(Some((n, from))) => {
+                    let now = Instant::now();
+                    if let Some(t) = &mut st.tap {
+                        t.received(now, from, st.local, &buf[..n]);
+                    }
+                    st.datagram(now, from, &buf[..n]);
+                }
+                Ok(None) => st.tap.iter_mut().for_each(Tap::flush),
                 Err(e) => {
                     // An ICMP error for an earlier send, or the like: keep serving.
                     st.log(Verbosity::Verbose, format_args!("socket: {e}"));
@@ -258,6 +275,9 @@ impl Server {
                 st.stats.sessions, st.stats.refused, st.stats.malformed, st.stats.unrouted
             ),
         );
+        if let Some(Err(e)) = st.tap.take().map(Tap::finish) {
+            eprintln!("udpftd: writing the capture failed: {e}");
+        }
         Ok(st.stats)
     }
 }
@@ -272,6 +292,8 @@ struct State {
     scratch: Vec<u8>,
     mode: Mode,
     stats: ServerStats,
+    tap: Option<Tap>,
+    local: SocketAddr,
 }
 
 /// The one log line of a session: peer, operation, path, bytes, duration, resends,
@@ -338,10 +360,13 @@ impl State {
         };
         let peer = e.s.peer();
         while let Some(b) = e.s.poll_transmit(now) {
-            if let Err(err) = self.sock.send_to(b, peer)
-                && self.opts.verbosity >= Verbosity::Verbose
-            {
-                eprintln!("udpftd: sending to {peer}: {err}");
+            match self.sock.send_to(b, peer) {
+                Ok(_) if let Some(t) = &mut self.tap => t.sent(now, self.local, peer, b),
+                Ok(_) => {}
+                Err(err) if self.opts.verbosity >= Verbosity::Verbose => {
+                    eprintln!("udpftd: sending to {peer}: {err}");
+                }
+                Err(_) => {}
             }
         }
         if self.opts.trace {
@@ -444,8 +469,11 @@ impl State {
     ) {
         self.stats.refused += 1;
         let n = reject(nonce, r.code, &r.message, len, &mut self.scratch);
-        if n > 0 {
-            let _ = self.sock.send_to(&self.scratch[..n], from);
+        if n > 0
+            && self.sock.send_to(&self.scratch[..n], from).is_ok()
+            && let Some(t) = &mut self.tap
+        {
+            t.sent(Instant::now(), self.local, from, &self.scratch[..n]);
         }
         self.log(
             Verbosity::Normal,
