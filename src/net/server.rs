@@ -370,8 +370,12 @@ impl State {
             }
         }
         if self.opts.trace {
+            // Timed from the session's REQUEST, as the client's lines are from its own
+            // (PROTOCOL.md §9); escaped, for an ERROR carries the client's text.
+            let t = now.saturating_duration_since(e.started).as_secs_f64() * 1e3;
             while let Some(ev) = e.s.poll_event() {
-                eprintln!("udpftd: {peer} {id:016x}: {ev}");
+                let ev = crate::text::sanitize(&ev.to_string()).into_owned();
+                eprintln!("udpftd: {t:>9.3} ms  {peer} {id:016x}: {ev}");
             }
         }
         if !e.logged && *e.s.status() != Status::Running {
