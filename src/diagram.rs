@@ -215,7 +215,10 @@ impl Diagram {
                         && let Row::Seen { lost, note, .. } = &mut d.rows[i]
                     {
                         *lost = true;
-                        *note = "no answer before the timeout".into();
+                        *note = match note.as_str() {
+                            "" => "no answer before the timeout".into(),
+                            n => format!("{n}, no answer before the timeout"),
+                        };
                     }
                     d.event(at, side, e, &mut timer);
                     let i = seen(&mut d, true, packet_label(*kind, *seq), "resent");
