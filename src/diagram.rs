@@ -6,7 +6,9 @@
 //!
 //! Pure: it is built from a trace (engine [`Event`]s with their times, from both
 //! endpoints, and what the link did to each datagram), never from a clock or a
-//! socket. [`Diagram::from_sim`] takes them from a simulated run.
+//! socket. [`Diagram::from_sim`] takes them from a simulated run, where everything is
+//! known; [`Diagram::from_trace`] from one endpoint's own trace (`udpft --diagram`),
+//! which shows only what that endpoint sent, received and timed out on.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use crate::engine::Event;
 use crate::link::{Fate, Way, ms};
 use crate::rto::{RtoConfig, RtoEstimator};
 use crate::sim::SimOutcome;
-use crate::wire::Kind;
+use crate::wire::{Kind, Op};
 
 /// The two columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +51,18 @@ pub enum Row {
         /// What the link did to it, if anything worth saying.
         note: String,
     },
+    /// A datagram as one endpoint saw it, at `at` on that endpoint's clock: sent by
+    /// `side` (when `way` leads away from it) or received. The other end's time is not
+    /// known. `lost`: sent, and resent on a timeout before anything answered it (the
+    /// datagram was lost, or its answer was: the sender cannot tell which).
+    Seen {
+        at: Duration,
+        side: Side,
+        way: Way,
+        label: String,
+        lost: bool,
+        note: String,
+    },
     /// Something an endpoint did or noticed; `timeout` marks a retransmission timeout.
     Note {
         at: Duration,
@@ -61,7 +75,7 @@ pub enum Row {
 impl Row {
     fn at(&self) -> Duration {
         match self {
-            Row::Packet { at, .. } | Row::Note { at, .. } => *at,
+            Row::Packet { at, .. } | Row::Seen { at, .. } | Row::Note { at, .. } => *at,
         }
     }
 }
@@ -155,6 +169,122 @@ impl Diagram {
         // the datagram it then sent.
         d.rows
             .sort_by_key(|r| (r.at(), matches!(r, Row::Packet { .. })));
+        d
+    }
+
+    /// The diagram of one session as the client saw it, from its trace (`events`, each
+    /// with its time since the session started, in order): the datagrams it sent and
+    /// received, its timeouts with the timer's arithmetic (`rto`: its settings), and
+    /// a cross on each datagram it had to resend. `op` tells whether the client
+    /// acknowledged the ACCEPT (get, list), which its trace does not say.
+    pub fn from_trace(events: &[(Duration, Event)], op: Op, rto: RtoConfig) -> Diagram {
+        let side = Side::Client;
+        let mut d = Diagram::default();
+        let mut timer = Timer {
+            est: RtoEstimator::new(rto),
+            backoffs: 0,
+            last_sent: Duration::ZERO,
+        };
+        // The row of the latest copy of the packet waiting for an answer.
+        let mut outstanding: Option<(Kind, u64, usize)> = None;
+        let mut last_data = 0;
+        for (at, e) in events {
+            let at = *at;
+            let seen = |d: &mut Diagram, sent: bool, label: String, note: &str| {
+                let way = match (side, sent) {
+                    (Side::Client, true) | (Side::Server, false) => Way::ClientToServer,
+                    _ => Way::ServerToClient,
+                };
+                d.rows.push(Row::Seen {
+                    at,
+                    side,
+                    way,
+                    label,
+                    lost: false,
+                    note: note.to_string(),
+                });
+                d.rows.len() - 1
+            };
+            match e {
+                Event::Sent { kind, seq, .. } => {
+                    let i = seen(&mut d, true, packet_label(*kind, *seq), "");
+                    outstanding = Some((*kind, *seq, i));
+                    d.event(at, side, e, &mut timer);
+                }
+                Event::Resent { kind, seq, .. } => {
+                    if let Some((k, s, i)) = outstanding
+                        && (k, s) == (*kind, *seq)
+                        && let Row::Seen { lost, note, .. } = &mut d.rows[i]
+                    {
+                        *lost = true;
+                        *note = match note.as_str() {
+                            "" => "no answer before the timeout".into(),
+                            n => format!("{n}, no answer before the timeout"),
+                        };
+                    }
+                    d.event(at, side, e, &mut timer);
+                    let i = seen(&mut d, true, packet_label(*kind, *seq), "resent");
+                    outstanding = Some((*kind, *seq, i));
+                }
+                Event::Acked { kind, seq, .. } => {
+                    let label = match kind {
+                        Kind::Request => packet_label(Kind::Accept, 0),
+                        _ => packet_label(Kind::Ack, *seq),
+                    };
+                    seen(&mut d, false, label, "");
+                    outstanding = None;
+                    d.event(at, side, e, &mut timer);
+                    if *kind == Kind::Request && matches!(op, Op::Get | Op::List) {
+                        seen(&mut d, true, packet_label(Kind::Ack, 0), "");
+                    }
+                }
+                Event::Received { kind, seq, .. } => {
+                    if *kind == Kind::Data {
+                        last_data = *seq;
+                    }
+                    seen(&mut d, false, packet_label(*kind, *seq), "");
+                    seen(&mut d, true, packet_label(Kind::Ack, *seq), "");
+                }
+                Event::Duplicate { kind, seq } => {
+                    seen(&mut d, false, packet_label(*kind, *seq), "again");
+                    d.event(at, side, e, &mut timer);
+                    seen(&mut d, true, packet_label(Kind::Ack, *seq), "again");
+                }
+                Event::Stale { kind, seq } => {
+                    seen(&mut d, false, packet_label(*kind, *seq), "stale");
+                    d.event(at, side, e, &mut timer);
+                }
+                Event::Dropped(_) | Event::Foreign => {
+                    seen(&mut d, false, "datagram".into(), "dropped");
+                    d.event(at, side, e, &mut timer);
+                }
+                Event::Verified { .. } => {
+                    let seq = last_data + 1;
+                    seen(&mut d, false, packet_label(Kind::Done, seq), "");
+                    d.event(at, side, e, &mut timer);
+                    seen(&mut d, true, packet_label(Kind::Ack, seq), "");
+                }
+                Event::Retried { .. } => {
+                    seen(&mut d, false, packet_label(Kind::Retry, 0), "address check");
+                    outstanding = None;
+                    d.event(at, side, e, &mut timer);
+                }
+                Event::Waiting { seq, .. } => {
+                    seen(&mut d, false, packet_label(Kind::Wait, *seq), "storing");
+                    outstanding = None;
+                    d.event(at, side, e, &mut timer);
+                }
+                Event::Stored { seq } => {
+                    seen(&mut d, false, packet_label(Kind::Ack, *seq), "stored");
+                    d.event(at, side, e, &mut timer);
+                }
+                Event::Storing { seq } => {
+                    seen(&mut d, true, packet_label(Kind::Wait, *seq), "");
+                    d.event(at, side, e, &mut timer);
+                }
+                Event::RetrySent | Event::Failed(_) => d.event(at, side, e, &mut timer),
+            }
+        }
         d
     }
 
@@ -276,36 +406,27 @@ impl Diagram {
                     arrive,
                     note,
                 } => {
-                    let text = format!(" {label} ");
-                    let body = match (way, arrive) {
-                        (Way::ClientToServer, Some(_)) => {
-                            format!("──{text}{}►", "─".repeat(W - 3 - text.chars().count()))
-                        }
-                        (Way::ClientToServer, None) => {
-                            let run = (W / 2).max(text.chars().count() + 3);
-                            format!(
-                                "──{text}{}✕{}",
-                                "─".repeat(run - 3 - text.chars().count()),
-                                " ".repeat(W - run)
-                            )
-                        }
-                        (Way::ServerToClient, Some(_)) => {
-                            format!("◄{}{text}──", "─".repeat(W - 3 - text.chars().count()))
-                        }
-                        (Way::ServerToClient, None) => {
-                            let run = (W / 2).max(text.chars().count() + 3);
-                            format!(
-                                "{}✕{}{text}──",
-                                " ".repeat(W - run),
-                                "─".repeat(run - 3 - text.chars().count())
-                            )
-                        }
-                    };
+                    let body = arrow(W, *way, label, arrive.is_none());
                     let (left, right) = match way {
                         Way::ClientToServer => (t(*at), arrive.map_or(String::new(), t)),
                         Way::ServerToClient => (arrive.map_or(String::new(), t), t(*at)),
                     };
                     let _ = writeln!(s, "{left:>9}  │{body}│  {right:<9} {note}").map(|_| ());
+                }
+                Row::Seen {
+                    at,
+                    side,
+                    way,
+                    label,
+                    lost,
+                    note,
+                } => {
+                    let body = arrow(W, *way, label, *lost);
+                    let (left, right) = match side {
+                        Side::Client => (t(*at), String::new()),
+                        Side::Server => (String::new(), t(*at)),
+                    };
+                    let _ = writeln!(s, "{left:>9}  │{body}│  {right:<9} {note}");
                 }
                 Row::Note {
                     at,
@@ -358,6 +479,30 @@ impl Diagram {
                     }
                     let _ = writeln!(s, "    {a}{arrow}{b}: {text}");
                 }
+                Row::Seen {
+                    at,
+                    side,
+                    way,
+                    label,
+                    lost,
+                    note,
+                } => {
+                    let (a, b) = match way {
+                        Way::ClientToServer => ("C", "S"),
+                        Way::ServerToClient => ("S", "C"),
+                    };
+                    let arrow = if *lost { "-x" } else { "->>" };
+                    let what = match (side, way) {
+                        (Side::Client, Way::ClientToServer)
+                        | (Side::Server, Way::ServerToClient) => "sent",
+                        _ => "received",
+                    };
+                    let mut text = format!("{} {what} at {}", clean(label), t(*at));
+                    if !note.is_empty() {
+                        text += &format!(" ({})", clean(note));
+                    }
+                    let _ = writeln!(s, "    {a}{arrow}{b}: {text}");
+                }
                 Row::Note { at, side, text, .. } => {
                     let who = match side {
                         Side::Client => "C",
@@ -368,6 +513,36 @@ impl Diagram {
             }
         }
         s
+    }
+}
+
+/// The middle of a diagram line, `w` wide: an arrow carrying `label` the way `way`,
+/// ending in `✕` halfway when `lost`.
+fn arrow(w: usize, way: Way, label: &str, lost: bool) -> String {
+    let text = format!(" {label} ");
+    let n = text.chars().count();
+    let run = (w / 2).max(n + 3);
+    match (way, lost) {
+        (Way::ClientToServer, false) => {
+            format!("──{text}{}►", "─".repeat((w - 3).saturating_sub(n)))
+        }
+        (Way::ClientToServer, true) => {
+            format!(
+                "──{text}{}✕{}",
+                "─".repeat((run - 3).saturating_sub(n)),
+                " ".repeat(w.saturating_sub(run))
+            )
+        }
+        (Way::ServerToClient, false) => {
+            format!("◄{}{text}──", "─".repeat((w - 3).saturating_sub(n)))
+        }
+        (Way::ServerToClient, true) => {
+            format!(
+                "{}✕{}{text}──",
+                " ".repeat(w.saturating_sub(run)),
+                "─".repeat((run - 3).saturating_sub(n))
+            )
+        }
     }
 }
 
@@ -430,5 +605,94 @@ mod tests {
         assert!(m.contains("    C->>S: REQUEST 0 at 0.000 ms\n"));
         assert!(m.contains("    S-xC: DATA 1 at 0.100 ms (dropped)\n"));
         assert!(m.contains("    Note over S: 0.600 ms timeout\n"));
+    }
+
+    #[test]
+    fn a_client_trace_shows_its_lost_datagram_and_its_timeout() {
+        let ms = Duration::from_millis;
+        let ev = vec![
+            (
+                ms(0),
+                Event::Sent {
+                    kind: Kind::Request,
+                    seq: 0,
+                    len: 10,
+                },
+            ),
+            (
+                ms(1),
+                Event::Acked {
+                    kind: Kind::Request,
+                    seq: 0,
+                    rtt: Some(ms(1)),
+                },
+            ),
+            (
+                ms(1),
+                Event::Sent {
+                    kind: Kind::Data,
+                    seq: 1,
+                    len: 100,
+                },
+            ),
+            (
+                ms(4),
+                Event::Resent {
+                    kind: Kind::Data,
+                    seq: 1,
+                    len: 100,
+                    after: ms(3),
+                },
+            ),
+            (
+                ms(5),
+                Event::Acked {
+                    kind: Kind::Data,
+                    seq: 1,
+                    rtt: None,
+                },
+            ),
+        ];
+        let d = Diagram::from_trace(&ev, Op::Put, RtoConfig::default());
+        let t = d.terminal();
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(
+            lines[1].contains("── REQUEST #0 ─") && lines[1].contains("►│"),
+            "{t}"
+        );
+        assert!(
+            lines[2].contains("◄─") && lines[2].contains(" ACCEPT #0 ──│"),
+            "{t}"
+        );
+        assert!(lines[3].contains("round trip 1.00 ms sampled"), "{t}");
+        assert!(
+            lines[4].contains("── DATA #1 ─")
+                && lines[4].contains("✕")
+                && lines[4].ends_with("no answer before the timeout"),
+            "{t}"
+        );
+        assert!(
+            lines[5].contains("⏱") && lines[5].contains("DATA #1 resent"),
+            "{t}"
+        );
+        assert!(
+            lines[6].contains("►│") && lines[6].ends_with("resent"),
+            "{t}"
+        );
+        assert!(lines[7].contains(" ACK #1 ──│"), "{t}");
+        // A put's client sends no ACK 0; a get's does.
+        assert!(!t.contains("ACK #0"));
+        let g = Diagram::from_trace(&ev[..2], Op::Get, RtoConfig::default());
+        assert!(g.terminal().contains("── ACK #0 ─"));
+        let m = d.mermaid();
+        assert!(
+            m.contains("    C-xS: DATA 1 sent at 1.000 ms (no answer before the timeout)\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("    C->>S: DATA 1 sent at 4.000 ms (resent)\n"),
+            "{m}"
+        );
+        assert!(m.contains("    S->>C: ACK 1 received at 5.000 ms\n"), "{m}");
     }
 }

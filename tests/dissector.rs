@@ -307,3 +307,224 @@ fn tshark_decodes_a_relay_capture_as_the_relay_and_the_endpoints_report() {
         "{id} not in:\n{log}"
     );
 }
+
+/// The numbers of "N resends, M duplicates received, K dropped for a bad checksum" in
+/// a client's summary line.
+fn summary_counts(summary: &str) -> [u64; 3] {
+    let n = |after: &str| -> u64 {
+        let end = summary
+            .find(after)
+            .unwrap_or_else(|| panic!("{after}: {summary}"));
+        summary[..end]
+            .rsplit(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    [
+        n(" resends"),
+        n(" duplicates received"),
+        n(" dropped for a bad checksum"),
+    ]
+}
+
+/// A capture decoded by tshark: (source port, destination port, type, comment) per
+/// frame, each checked to decode as udpft with an intact checksum unless its comment
+/// says it was dropped for one.
+fn endpoint_frames(capture: &Path) -> Vec<(u16, u16, u8, String)> {
+    let out = tshark(
+        capture,
+        &[
+            "frame.number",
+            "udpft.type",
+            "udp.srcport",
+            "udp.dstport",
+            "udpft.crc_ok",
+            "frame.comment",
+            "ip.src",
+            "ip.dst",
+        ],
+    );
+    let frames: Vec<_> = out
+        .lines()
+        .map(|l| {
+            let c: Vec<&str> = l.split('|').collect();
+            assert_eq!(c.len(), 8, "{l}");
+            assert!(
+                !c[1].is_empty(),
+                "frame {} did not decode as udpft: {l}",
+                c[0]
+            );
+            assert_eq!((c[6], c[7]), ("127.0.0.1", "127.0.0.1"), "{l}");
+            let crc_ok = matches!(c[4], "1" | "True" | "TRUE" | "true");
+            assert_eq!(crc_ok, !c[5].contains("bad checksum"), "{l}");
+            (
+                c[2].parse().unwrap(),
+                c[3].parse().unwrap(),
+                c[1].parse().unwrap(),
+                c[5].to_string(),
+            )
+        })
+        .collect();
+    assert!(!frames.is_empty(), "{} is empty", capture.display());
+    frames
+}
+
+fn with_comment(frames: &[(u16, u16, u8, String)], comment: &str) -> u64 {
+    frames.iter().filter(|f| f.3 == comment).count() as u64
+}
+
+fn comment_starts(frames: &[(u16, u16, u8, String)], prefix: &str) -> u64 {
+    frames.iter().filter(|f| f.3.starts_with(prefix)).count() as u64
+}
+
+#[test]
+fn tshark_decodes_endpoint_captures_as_the_endpoints_report() {
+    let root = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let up = content(3000, 21);
+    let down = content(5000, 22);
+    fs::write(work.path().join("up.bin"), &up).unwrap();
+    fs::write(root.path().join("down.bin"), &down).unwrap();
+    let srv_pcap = work.path().join("server.pcapng");
+    let mut server = Server::start(root.path(), &["--pcap", srv_pcap.to_str().unwrap()]);
+    let server_port: u16 = server.addr.rsplit(':').next().unwrap().parse().unwrap();
+    let report = work.path().join("report.json");
+    // The put's first DATA is lost (the client resends it), the get's first DATA is
+    // lost (the server resends it) and the third DATA towards the client has a bit
+    // flipped (the client drops it for its checksum, the server resends it).
+    let mut relay = Command::new(LOSSY)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--server",
+            &server.addr,
+            "--seed",
+            "5",
+        ])
+        .args(["--fault", "to-server:data:1:drop"])
+        .args(["--fault", "to-client:data:1:drop"])
+        .args(["--fault", "to-client:data:3:corrupt"])
+        .arg("--report")
+        .arg(&report)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut relay_out = BufReader::new(relay.stdout.take().unwrap());
+    let mut first = String::new();
+    relay_out.read_line(&mut first).unwrap();
+    let relay_addr = first.split_whitespace().nth(2).unwrap().to_string();
+    let relay_port: u16 = relay_addr.rsplit(':').next().unwrap().parse().unwrap();
+
+    let run = |pcap: &Path, args: &[&str]| {
+        let o = Command::new(UDPFT)
+            .current_dir(work.path())
+            .args(["--block-size", "1024", "--pcap"])
+            .arg(pcap)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{args:?}: {err}");
+        err
+    };
+    let put_pcap = work.path().join("put.pcapng");
+    let get_pcap = work.path().join("get.pcapng");
+    let put_summary = run(&put_pcap, &["put", &relay_addr, "up.bin"]);
+    let get_summary = run(&get_pcap, &["get", &relay_addr, "down.bin", "copy.bin"]);
+    assert_eq!(fs::read(root.path().join("up.bin")).unwrap(), up);
+    assert_eq!(fs::read(work.path().join("copy.bin")).unwrap(), down);
+    // The server first (its capture is complete once it has exited), then the relay,
+    // which so has seen everything the server sent.
+    signal(server.child.id(), "TERM");
+    assert!(
+        server
+            .wait_exit(std::time::Duration::from_secs(20))
+            .is_some_and(|s| s.success()),
+        "udpftd did not stop"
+    );
+    signal(relay.id(), "TERM");
+    assert!(relay.wait().unwrap().success());
+    let mut rest = String::new();
+    relay_out.read_to_string(&mut rest).unwrap();
+    let report = fs::read_to_string(&report).unwrap();
+
+    // Each client: every packet decodes, between its own port and the relay's, and
+    // what the capture calls resent, received again and dropped for a bad checksum
+    // is what the client's summary counts.
+    let mut client_sent = 0;
+    for (pcap, summary, op) in [
+        (&put_pcap, &put_summary, "put"),
+        (&get_pcap, &get_summary, "get"),
+    ] {
+        let frames = endpoint_frames(pcap);
+        let port = frames[0].0;
+        assert_ne!(port, relay_port);
+        for f in &frames {
+            let sent = f.3.starts_with("sent") || f.3.starts_with("resent");
+            let want = if sent {
+                (port, relay_port)
+            } else {
+                (relay_port, port)
+            };
+            assert_eq!((f.0, f.1), want, "{f:?}");
+        }
+        let [resends, duplicates, bad] = summary_counts(summary);
+        assert_eq!(
+            with_comment(&frames, "resent (timeout)"),
+            resends,
+            "{op}: {summary}"
+        );
+        assert_eq!(
+            with_comment(&frames, "received again"),
+            duplicates,
+            "{op}: {summary}"
+        );
+        assert_eq!(
+            with_comment(&frames, "received, dropped: bad checksum"),
+            bad,
+            "{op}: {summary}"
+        );
+        if op == "put" {
+            assert!(resends >= 1, "the lost DATA was resent: {summary}");
+        } else {
+            assert_eq!(bad, 1, "the flipped bit: {summary}");
+        }
+        client_sent += comment_starts(&frames, "sent") + comment_starts(&frames, "resent");
+    }
+    // Every datagram the clients sent reached the relay.
+    assert_eq!(client_sent, json_count(&report, "to_server", "seen"));
+
+    // The server: every packet decodes, on its own port; its resends are what its log
+    // lines count; it received what the relay forwarded and sent what the relay saw.
+    let frames = endpoint_frames(&srv_pcap);
+    for f in &frames {
+        let sent = f.3.starts_with("sent") || f.3.starts_with("resent");
+        assert_eq!(if sent { f.0 } else { f.1 }, server_port, "{f:?}");
+    }
+    let log = server.log();
+    let resends: u64 = ["put 'up.bin': 3000 B in ", "get 'down.bin': 5000 B in "]
+        .iter()
+        .map(|line| {
+            let at = log.find(line).unwrap_or_else(|| panic!("{line}: {log}"));
+            let l = log[at..].lines().next().unwrap();
+            let end = l.find(" resends").unwrap();
+            l[..end].rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+        })
+        .sum();
+    assert!(
+        resends >= 2,
+        "the lost and the corrupted DATA were resent: {log}"
+    );
+    assert_eq!(with_comment(&frames, "resent (timeout)"), resends, "{log}");
+    let received = comment_starts(&frames, "received");
+    let sent = comment_starts(&frames, "sent") + comment_starts(&frames, "resent");
+    assert_eq!(
+        received,
+        json_count(&report, "to_server", "forwarded"),
+        "{report}"
+    );
+    assert_eq!(sent, json_count(&report, "to_client", "seen"), "{report}");
+}

@@ -71,9 +71,15 @@ struct Args {
     /// More log lines: session starts, rtt, dropped datagrams.
     #[arg(short, long)]
     verbose: bool,
-    /// One line per packet event.
+    /// One line per packet event on stderr, with the time since the session's
+    /// request (as in PROTOCOL.md §9), the peer and the session id.
     #[arg(long)]
     trace: bool,
+    /// Write every datagram the server sends and receives to FILE as a pcapng capture
+    /// (real addresses and ports, a comment per packet: received, resent, dropped: bad
+    /// checksum, ...), for Wireshark or tshark with contrib/wireshark/udpft.lua.
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
     /// Write udpftd's man page (man) or its completions for a shell (bash, zsh, fish,
     /// elvish, powershell) to stdout, and exit.
     #[arg(long, value_enum, value_name = "WHAT", exclusive = true)]
@@ -142,13 +148,23 @@ fn main() -> ExitCode {
         },
         opts.max_sessions
     );
-    let server = match Server::bind(opts) {
+    let mut server = match Server::bind(opts) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("udpftd: {e}");
             return ExitCode::from(1);
         }
     };
+    if let Some(path) = &a.pcap {
+        let name = format!("udpftd {}", server.local_addr());
+        match udpft::net::tap::Tap::create(path, &name) {
+            Ok(t) => server.capture(t),
+            Err(e) => {
+                eprintln!("udpftd: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     let stopper = server.stopper();
     if let Err(e) = ctrlc::set_handler(move || stopper.stop()) {
         eprintln!("udpftd: cannot handle signals: {e}");

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use rand::RngExt;
 use thiserror::Error;
 
+use super::tap::Tap;
 use super::{DEFAULT_PORT, Waiter, addr, human_bytes};
 use crate::engine::{ClientSession, Config, Event, Job, RtoConfig, Sink, Status, TransferError};
 use crate::storage::{AtomicFile, FileSource};
@@ -237,6 +238,7 @@ pub struct Client {
     chosen: Option<SocketAddr>,
     opts: ClientOptions,
     observer: Box<dyn Observer + Send>,
+    tap: Option<Tap>,
 }
 
 impl Client {
@@ -278,6 +280,7 @@ impl Client {
             chosen: None,
             opts,
             observer: Box::new(Silent),
+            tap: None,
         })
     }
 
@@ -296,12 +299,23 @@ impl Client {
             chosen: None,
             opts,
             observer: Box::new(Silent),
+            tap: None,
         }
     }
 
     /// Where progress and trace events go.
     pub fn set_observer(&mut self, observer: Box<dyn Observer + Send>) {
         self.observer = observer;
+    }
+
+    /// Records every datagram sent and received from now on (`udpft --pcap`).
+    pub fn set_capture(&mut self, tap: Tap) {
+        self.tap = Some(tap);
+    }
+
+    /// The capture, taken back (to [`Tap::finish`] it).
+    pub fn take_capture(&mut self) -> Option<Tap> {
+        self.tap.take()
     }
 
     /// The addresses the name resolved to.
@@ -564,6 +578,10 @@ impl Client {
         };
         let stall = opts.stall_limit();
         let observer = &mut self.observer;
+        let mut tap = self
+            .tap
+            .as_mut()
+            .map(|t| (t, sock.local_addr().unwrap_or(bind)));
         let mut buf = vec![0u8; wire::MAX_DATAGRAM];
         let mut waiter = Waiter::from_env();
         let start = Instant::now();
@@ -578,6 +596,7 @@ impl Client {
             let now = Instant::now();
             while let Some(b) = s.poll_transmit(now) {
                 match sock.send(b) {
+                    Ok(_) if let Some((t, local)) = &mut tap => t.sent(now, *local, server, b),
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => refused = true,
                     // A full send buffer on the non-blocking socket: as good as lost.
@@ -631,7 +650,7 @@ impl Client {
                 // Port unreachable: no process has the port (any more). What the server
                 // said before it went (an ERROR: "shutting down") may still wait unread
                 // behind the error; it is the better explanation.
-                drain(&sock, &mut buf, &mut s);
+                drain(&sock, &mut buf, &mut s, &mut tap, server);
                 if !matches!(s.status(), Status::Running) {
                     refused = false;
                     continue;
@@ -668,7 +687,11 @@ impl Client {
                 .min(last_progress + stall);
             match waiter.recv_until(&sock, &mut buf, deadline) {
                 Ok(Some((n, _))) => {
-                    s.handle_datagram(Instant::now(), &buf[..n]);
+                    let now = Instant::now();
+                    if let Some((t, local)) = &mut tap {
+                        t.received(now, server, *local, &buf[..n]);
+                    }
+                    s.handle_datagram(now, &buf[..n]);
                     // Checked before the acknowledgement goes out: a server that sends
                     // past the size it announced is cut off at the first block over.
                     if let (Some((_, a)), Status::Running) = (s.accepted(), s.status())
@@ -705,7 +728,14 @@ impl Client {
         // An abort queues an ERROR for the server: send it (best effort).
         let now = Instant::now();
         while let Some(b) = s.poll_transmit(now) {
-            let _ = sock.send(b);
+            if sock.send(b).is_ok()
+                && let Some((t, local)) = &mut tap
+            {
+                t.sent(now, *local, server, b);
+            }
+        }
+        if let Some((t, _)) = tap {
+            t.flush();
         }
         if opts.trace {
             while let Some(ev) = s.poll_event() {
@@ -753,11 +783,23 @@ impl Client {
 }
 
 /// Feeds every datagram already queued on `sock` to the session, without waiting.
-fn drain(sock: &UdpSocket, buf: &mut [u8], s: &mut ClientSession) {
+fn drain(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    s: &mut ClientSession,
+    tap: &mut Option<(&mut Tap, SocketAddr)>,
+    server: SocketAddr,
+) {
     // Bounded: a flood must not keep the client here.
     for _ in 0..1024 {
         match sock.recv(buf) {
-            Ok(n) => s.handle_datagram(Instant::now(), &buf[..n]),
+            Ok(n) => {
+                let now = Instant::now();
+                if let Some((t, local)) = tap {
+                    t.received(now, server, *local, &buf[..n]);
+                }
+                s.handle_datagram(now, &buf[..n])
+            }
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
             Err(_) => return,
         }

@@ -6,11 +6,14 @@
 //! - [`client`]: the client driver: one session per command over a connected socket,
 //!   scp's path rules, every resolved address tried, typed errors. It prints nothing.
 //! - [`relay`]: the `udpft-lossy` relay: the link model between real sockets.
+//! - [`tap`]: an endpoint's pcapng capture (`udpft --pcap`, `udpftd --pcap`): what each
+//!   datagram sent or received was.
 
 pub mod addr;
 pub mod client;
 pub mod relay;
 pub mod server;
+pub mod tap;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};

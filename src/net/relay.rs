@@ -261,7 +261,7 @@ impl Capture {
 
 /// The local address the OS would send from to reach `to` (a connected UDP socket
 /// reveals it without sending anything); `fallback` when it cannot tell.
-fn route_from(to: IpAddr, fallback: IpAddr) -> IpAddr {
+pub(crate) fn route_from(to: IpAddr, fallback: IpAddr) -> IpAddr {
     let any: SocketAddr = match to {
         IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),

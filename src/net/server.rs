@@ -15,6 +15,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::tap::Tap;
 use crate::engine::{
     Config, EndpointConfig, IoOutcome, IoRequest, LogLevel, RtoConfig, ServerEndpoint,
 };
@@ -118,6 +119,7 @@ pub struct Server {
     wake_rx: OwnedFd,
     wake_tx: Arc<OwnedFd>,
     stop: Arc<AtomicBool>,
+    tap: Option<Tap>,
 }
 
 impl Server {
@@ -157,12 +159,19 @@ impl Server {
             wake_rx,
             wake_tx: Arc::new(wake_tx),
             stop: Arc::new(AtomicBool::new(false)),
+            tap: None,
         })
     }
 
     /// The address actually bound (the port chosen, if 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Records every datagram sent and received (`udpftd --pcap`); the capture is
+    /// flushed whenever the server waits idle, and when it stops.
+    pub fn capture(&mut self, tap: Tap) {
+        self.tap = Some(tap);
     }
 
     /// The served directory, canonicalised.
@@ -181,7 +190,8 @@ impl Server {
     /// Serves until an exit was answered and nothing runs any more, or until stopped
     /// ([`Server::stopper`]) and transfers in flight finished (or the grace time ran
     /// out).
-    pub fn run(self) -> io::Result<ServerStats> {
+    pub fn run(mut self) -> io::Result<ServerStats> {
+        let mut tap = self.tap.take();
         let o = &self.opts;
         let now = Instant::now();
         let mut ep = ServerEndpoint::new(
@@ -234,14 +244,26 @@ impl Server {
                 ep.handle_timeout(now);
             }
             while let Some((to, n)) = ep.poll_transmit(now, &mut out) {
-                if let Err(e) = self.sock.send_to(&out[..n], to)
-                    && verbosity >= Verbosity::Verbose
-                {
-                    eprintln!("udpftd: sending to {to}: {e}");
+                match self.sock.send_to(&out[..n], to) {
+                    Ok(_) if let Some(t) = &mut tap => t.sent(now, self.local, to, &out[..n]),
+                    Ok(_) => {}
+                    Err(e) if verbosity >= Verbosity::Verbose => {
+                        eprintln!("udpftd: sending to {to}: {e}");
+                    }
+                    Err(_) => {}
                 }
             }
             while let Some(io) = ep.poll_io() {
                 jobs.send(io);
+            }
+            while let Some((peer, id, ev)) = ep.poll_event() {
+                // Timed from the session's first event, as the client's lines are from
+                // its request (PROTOCOL.md §9); escaped, for an ERROR carries the
+                // client's text.
+                let t0 = *started.entry(id).or_insert(now);
+                let t = now.saturating_duration_since(t0).as_secs_f64() * 1e3;
+                let ev = crate::text::sanitize(&ev.to_string()).into_owned();
+                eprintln!("udpftd: {t:>9.3} ms  {peer} {id:016x}: {ev}");
             }
             while let Some((level, text)) = ep.poll_log() {
                 let shown = match level {
@@ -254,13 +276,6 @@ impl Server {
                     let _ = writeln!(err, "udpftd: {text}");
                 }
             }
-            while let Some((peer, id, ev)) = ep.poll_event() {
-                let t0 = *started.entry(id).or_insert(now);
-                eprintln!(
-                    "udpftd: {peer} {id:016x}: {:>9.3} ms  {ev}",
-                    now.saturating_duration_since(t0).as_secs_f64() * 1e3
-                );
-            }
             if ep.is_idle() {
                 started.clear();
             }
@@ -268,7 +283,14 @@ impl Server {
                 break;
             }
             let deadline = ep.poll_timeout();
-            self.wait(deadline, &mut buf, &mut ep)?;
+            if deadline.is_none() {
+                // About to sleep until something happens: make the capture current.
+                tap.iter_mut().for_each(Tap::flush);
+            }
+            self.wait(deadline, &mut buf, &mut ep, &mut tap)?;
+        }
+        if let Some(Err(e)) = tap.take().map(Tap::finish) {
+            eprintln!("udpftd: writing the capture failed: {e}");
         }
         let now = Instant::now();
         ep.close(now);
@@ -300,6 +322,7 @@ impl Server {
         deadline: Option<Instant>,
         buf: &mut [u8],
         ep: &mut ServerEndpoint,
+        tap: &mut Option<Tap>,
     ) -> io::Result<()> {
         let timeout = match deadline {
             Some(d) => {
@@ -324,7 +347,13 @@ impl Server {
         // Everything that is waiting, in one go (bounded: others wait for a turn).
         for _ in 0..256 {
             match self.sock.recv_from(buf) {
-                Ok((n, from)) => ep.handle(Instant::now(), from, &buf[..n]),
+                Ok((n, from)) => {
+                    let now = Instant::now();
+                    if let Some(t) = tap {
+                        t.received(now, from, self.local, &buf[..n]);
+                    }
+                    ep.handle(now, from, &buf[..n]);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // An ICMP error for an earlier send, or the like: keep serving.

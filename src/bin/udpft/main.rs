@@ -57,6 +57,19 @@ struct Args {
     /// PROTOCOL.md §9).
     #[arg(long, global = true)]
     trace: bool,
+    /// Write every datagram this client sends and receives to FILE as a pcapng capture
+    /// (real addresses and ports, a comment per packet: sent, resent, received again,
+    /// dropped: bad checksum, ...), for Wireshark or tshark with
+    /// contrib/wireshark/udpft.lua. Replaces FILE.
+    #[arg(long, global = true, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+    /// Print each transfer as a time-sequence diagram on stdout when it ends, as this
+    /// client saw it: what it sent and received, a cross on what it had to resend,
+    /// its timeouts with the timer's arithmetic. FORMAT: terminal (the default) or
+    /// mermaid (a Mermaid sequenceDiagram, for documents).
+    #[arg(long, global = true, value_name = "FORMAT", num_args = 0..=1,
+          require_equals = true, default_missing_value = "terminal", value_enum)]
+    diagram: Option<progress::DiagramFormat>,
     /// Write udpft's man page (man) or its completions for a shell (bash, zsh, fish,
     /// elvish, powershell) to stdout, and exit. Given alone, without a command (the
     /// other options go before or after the command).
@@ -192,7 +205,8 @@ fn main() -> ExitCode {
         block_size: a.block_size,
         timeout: a.timeout,
         idle: a.idle,
-        trace: a.trace,
+        // The diagram is drawn from the trace.
+        trace: a.trace || a.diagram.is_some(),
         stall: None,
         interrupt: Some(interrupt.clone()),
         ..ClientOptions::default()
@@ -201,7 +215,28 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    client.set_observer(Box::new(progress::Terminal::new(a.quiet)));
+    client.set_observer(Box::new(progress::Terminal::new(
+        a.quiet,
+        a.trace,
+        a.diagram.map(|f| {
+            (
+                f,
+                udpft::engine::RtoConfig {
+                    max: a.timeout,
+                    ..Default::default()
+                },
+            )
+        }),
+    )));
+    if let Some(path) = &a.pcap {
+        match udpft::net::tap::Tap::create(path, "udpft") {
+            Ok(t) => client.set_capture(t),
+            Err(e) => {
+                eprintln!("udpft: {e}");
+                return ExitCode::from(exit::OTHER);
+            }
+        }
+    }
     let summary = |r: udpft::net::client::Report| {
         if !a.quiet {
             eprintln!("{r}");
@@ -228,9 +263,16 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
+    };
+    match client.take_capture().map(|t| t.finish()) {
+        Some(Err(e)) => {
+            eprintln!("udpft: writing the capture failed: {e}");
+            ExitCode::from(exit::OTHER)
+        }
+        _ => code,
     }
 }
 

@@ -1,29 +1,68 @@
-//! What a person watches while a command runs: a progress bar on a terminal, and with
-//! `--trace` one line per protocol event, timed as in PROTOCOL.md §9.
+//! What a person watches while a command runs: a progress bar on a terminal, with
+//! `--trace` one line per protocol event, timed as in PROTOCOL.md §9, and with
+//! `--diagram` each transfer drawn as a time-sequence diagram when it ends.
 
 use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use udpft::engine::Event;
+use udpft::diagram::Diagram;
+use udpft::engine::{Event, RtoConfig};
 use udpft::net::client::Observer;
 use udpft::text;
 use udpft::wire::Op;
+
+/// How `--diagram` draws a transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiagramFormat {
+    /// Two columns of box-drawing characters, for a terminal.
+    Terminal,
+    /// A Mermaid sequenceDiagram, for documents.
+    Mermaid,
+}
 
 /// The observer the client binary installs.
 pub struct Terminal {
     /// Show a bar for get and put (only if stderr is a terminal).
     bar_wanted: bool,
     bar: Option<ProgressBar>,
+    /// Print trace lines.
+    trace: bool,
+    /// Draw a diagram of each session, with the client's timer settings.
+    diagram: Option<(DiagramFormat, RtoConfig)>,
+    op: Op,
+    events: Vec<(Duration, Event)>,
 }
 
 impl Terminal {
-    pub fn new(quiet: bool) -> Terminal {
+    pub fn new(quiet: bool, trace: bool, diagram: Option<(DiagramFormat, RtoConfig)>) -> Terminal {
         Terminal {
             bar_wanted: !quiet && io::stderr().is_terminal(),
             bar: None,
+            trace,
+            diagram,
+            op: Op::Get,
+            events: Vec::new(),
         }
     }
+}
+
+/// A session's diagram from the client's trace, every line escaped (an ERROR's message
+/// is the server's text).
+pub fn diagram_text(
+    events: &[(Duration, Event)],
+    op: Op,
+    format: DiagramFormat,
+    rto: RtoConfig,
+) -> String {
+    let d = Diagram::from_trace(events, op, rto);
+    let text = match format {
+        DiagramFormat::Terminal => d.terminal(),
+        DiagramFormat::Mermaid => d.mermaid(),
+    };
+    text.lines()
+        .map(|l| text::sanitize(l).into_owned() + "\n")
+        .collect()
 }
 
 /// One trace line: the time since the session started, then the event, escaped (an
@@ -38,6 +77,8 @@ pub fn trace_line(elapsed: Duration, event: &Event) -> String {
 
 impl Observer for Terminal {
     fn start(&mut self, op: Op, total: Option<u64>) {
+        self.op = op;
+        self.events.clear();
         if self.bar_wanted && matches!(op, Op::Get | Op::Put) {
             let b = ProgressBar::new(total.unwrap_or(0));
             b.set_style(
@@ -60,6 +101,12 @@ impl Observer for Terminal {
     }
 
     fn event(&mut self, elapsed: Duration, event: &Event) {
+        if self.diagram.is_some() {
+            self.events.push((elapsed, event.clone()));
+        }
+        if !self.trace {
+            return;
+        }
         let line = trace_line(elapsed, event);
         match &self.bar {
             Some(b) => b.suspend(|| eprintln!("{line}")),
@@ -72,6 +119,12 @@ impl Observer for Terminal {
     fn finish(&mut self) {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
+        }
+        if let Some((format, rto)) = self.diagram {
+            let text = diagram_text(&self.events, self.op, format, rto);
+            self.events.clear();
+            let mut out = io::stdout().lock();
+            let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
         }
     }
 }
