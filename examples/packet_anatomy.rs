@@ -64,7 +64,17 @@ fn payload_fields(kind: u8, p: &[u8], bytes: &[u8]) {
                 bytes,
                 &format!("{} = {}", p[0], op(p[0] as u64)),
             );
-            row("  flags", at(1..2), bytes, "must be 0");
+            let with_token = p[1] & wire::FLAG_TOKEN != 0;
+            row(
+                "  flags",
+                at(1..2),
+                bytes,
+                if with_token {
+                    "bit 0 set: a token follows the name"
+                } else {
+                    "0: no token (the first try)"
+                },
+            );
             row(
                 "  block size",
                 at(2..6),
@@ -89,13 +99,29 @@ fn payload_fields(kind: u8, p: &[u8], bytes: &[u8]) {
                 bytes,
                 &format!("{:?}", text(&p[16..16 + name_len])),
             );
+            let mut rest = 16 + name_len;
+            if with_token {
+                row(
+                    "  token",
+                    at(rest..rest + wire::TOKEN_LEN),
+                    bytes,
+                    "echoed from the server's RETRY: proves this address receives",
+                );
+                rest += wire::TOKEN_LEN;
+            }
             row(
                 "  padding",
-                at(16 + name_len..p.len()),
+                at(rest..p.len()),
                 bytes,
                 "zeros up to 256 bytes in all (anti-amplification)",
             );
         }
+        7 => row(
+            "  token",
+            at(0..p.len()),
+            bytes,
+            "16 bytes: time issued + a keyed hash of address, port, nonce and op",
+        ),
         2 => {
             row(
                 "  nonce",
@@ -183,6 +209,8 @@ fn anatomy(title: &str, bytes: &[u8]) {
         4 => "ACK",
         5 => "DONE",
         6 => "ERROR",
+        7 => "RETRY",
+        8 => "WAIT",
         _ => "?",
     };
     row("type", 3..4, bytes, &format!("{} = {kind}", bytes[3]));
@@ -244,6 +272,32 @@ fn main() {
         "REQUEST (get notes.txt; session id = the client's random nonce)",
         &buf[..n],
     );
+    let retry = Datagram {
+        session: 0x1234_5678_9abc_def0,
+        seq: 0,
+        message: Message::Retry([0x5a; wire::TOKEN_LEN]),
+    };
+    let n = retry.emit(&mut buf).unwrap();
+    anatomy(
+        "RETRY (the address check: the server opens nothing until this token comes back)",
+        &buf[..n],
+    );
+    let again = Datagram {
+        session: 0x1234_5678_9abc_def0,
+        seq: 0,
+        message: Message::Request(Request {
+            token: Some([0x5a; wire::TOKEN_LEN]),
+            op: Op::Get,
+            block_size: wire::DEFAULT_BLOCK_SIZE,
+            size: 0,
+            name: "notes.txt",
+        }),
+    };
+    let n = again.emit(&mut buf).unwrap();
+    anatomy(
+        "REQUEST again, with the RETRY's token (same nonce)",
+        &buf[..n],
+    );
     let accept = Datagram {
         session: 0x5eed_0000_0000_002a,
         seq: 0,
@@ -269,6 +323,16 @@ fn main() {
     };
     let n = done.emit(&mut buf).unwrap();
     anatomy("DONE #2 (the end of a one-block stream)", &buf[..n]);
+    let wait = Datagram {
+        session: 0x5eed_0000_0000_002a,
+        seq: 2,
+        message: Message::Wait,
+    };
+    let n = wait.emit(&mut buf).unwrap();
+    anatomy(
+        "WAIT #2 (DONE verified, the file is being stored: do not resend DONE)",
+        &buf[..n],
+    );
     let error = Datagram {
         session: 0x1234_5678_9abc_def0,
         seq: 0,

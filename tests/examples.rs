@@ -55,6 +55,9 @@ fn packet_anatomy() {
     has(&out, "2 = ACCEPT");
     has(&out, "5 = DONE");
     has(&out, "6 = ERROR");
+    has(&out, "7 = RETRY");
+    has(&out, "8 = WAIT");
+    has(&out, "  token ");
     for field in [
         "op",
         "flags",
