@@ -373,3 +373,58 @@ fn a_stream_of_small_puts_does_not_lock_others_out() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(text(&o.stdout), "4\tsmall\n");
 }
+
+/// `udpftd --user`: bound as root, it serves as the user, so the kernel refuses it
+/// what that user may not do. Without root, it says why it cannot and exits 1.
+#[test]
+fn the_server_drops_root_after_binding() {
+    let root = tempfile::tempdir().unwrap();
+    fs::write(root.path().join("pub.txt"), b"public").unwrap();
+    if !rustix::process::geteuid().is_root() {
+        let o = Command::new(common::UDPFTD)
+            .args([
+                "--root",
+                root.path().to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--user", "65534:65534"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            text(&o.stderr).contains("only root can change user"),
+            "{}",
+            text(&o.stderr)
+        );
+        return;
+    }
+    // The served directory: readable by all, writable by root only.
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        root.path().join("pub.txt"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let srv = Server::start(root.path(), &["--user", "65534:65534"]);
+    let status = fs::read_to_string(format!("/proc/{}/status", srv.child.id())).unwrap();
+    for field in ["Uid:", "Gid:"] {
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+        let ids: Vec<&str> = line.split_whitespace().skip(1).collect();
+        assert_eq!(ids, ["65534"; 4], "{line}");
+    }
+    let cli = tempfile::tempdir().unwrap();
+    let o = udpft(cli.path(), &["get", &srv.addr, "pub.txt"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    fs::write(cli.path().join("up.txt"), b"x").unwrap();
+    let o = udpft(cli.path(), &["put", &srv.addr, "up.txt"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("access denied"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!root.path().join("up.txt").exists());
+}

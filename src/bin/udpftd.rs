@@ -36,6 +36,10 @@ struct Args {
     /// Most transfers at once from one IP address (a few clients cannot take every slot).
     #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
     max_per_address: u64,
+    /// After binding, become this user (a name in /etc/passwd, or UID[:GID]) for good:
+    /// bind port 69 as root, never move data as root.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
     /// IO worker threads: every file operation runs on one, off the network thread.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     io_workers: u64,
@@ -159,6 +163,17 @@ fn main() -> ExitCode {
         let name = format!("udpftd {}", server.local_addr());
         match udpft::net::tap::Tap::create(path, &name) {
             Ok(t) => server.capture(t),
+            Err(e) => {
+                eprintln!("udpftd: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    // Bound (and the capture file opened): now leave root, before any thread starts.
+    if let Some(user) = &a.user {
+        match udpft::net::privileges::become_user(user) {
+            Ok(u) if !quiet => eprintln!("udpftd: running as uid {} gid {}", u.uid, u.gid),
+            Ok(_) => {}
             Err(e) => {
                 eprintln!("udpftd: {e}");
                 return ExitCode::from(1);

@@ -2,6 +2,7 @@
 //! terminals. Everything that touches the operating system lives below here.
 //!
 //! - [`addr`]: `host[:port]` parsing and resolution (default port 6969, IPv6 in brackets).
+//! - [`privileges`]: dropping root after binding (`udpftd --user`).
 //! - [`server`]: the `udpftd` event loop (one socket, many sessions).
 //! - [`client`]: the client driver: one session per command over a connected socket,
 //!   scp's path rules, every resolved address tried, typed errors. It prints nothing.
@@ -11,6 +12,7 @@
 
 pub mod addr;
 pub mod client;
+pub mod privileges;
 pub mod relay;
 pub mod server;
 pub mod tap;

@@ -123,9 +123,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Checks the root and binds the socket. Leftovers of uploads killed with an
-    /// earlier server (on filesystems without unnamed temporary files) are swept in
-    /// the background.
+    /// Checks the root and binds the socket. Starts no thread (so that privileges can
+    /// be dropped after it: [`super::privileges`]).
     pub fn bind(opts: ServerOptions) -> io::Result<Server> {
         let root = Root::new(&opts.root).map_err(|e| {
             io::Error::new(
@@ -141,16 +140,6 @@ impl Server {
         let (wake_rx, wake_tx) = rustix::pipe::pipe_with(
             rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
         )?;
-        let handle = root.handle().try_clone_to_owned()?;
-        let verbosity = opts.verbosity;
-        std::thread::Builder::new()
-            .name("udpft-sweep".into())
-            .spawn(move || {
-                let n = crate::storage::sweep_tree(handle.as_fd()).unwrap_or(0);
-                if n > 0 && verbosity >= Verbosity::Normal {
-                    eprintln!("udpftd: removed {n} temporary file(s) left by interrupted uploads");
-                }
-            })?;
         Ok(Server {
             sock,
             root: Arc::new(root),
@@ -193,6 +182,18 @@ impl Server {
     pub fn run(mut self) -> io::Result<ServerStats> {
         let mut tap = self.tap.take();
         let o = &self.opts;
+        // Leftovers of uploads killed with an earlier server (on filesystems without
+        // unnamed temporary files) are swept in the background.
+        let handle = self.root.handle().try_clone_to_owned()?;
+        let verbosity = o.verbosity;
+        std::thread::Builder::new()
+            .name("udpft-sweep".into())
+            .spawn(move || {
+                let n = crate::storage::sweep_tree(handle.as_fd()).unwrap_or(0);
+                if n > 0 && verbosity >= Verbosity::Normal {
+                    eprintln!("udpftd: removed {n} temporary file(s) left by interrupted uploads");
+                }
+            })?;
         let now = Instant::now();
         let mut ep = ServerEndpoint::new(
             EndpointConfig {
