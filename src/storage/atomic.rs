@@ -11,12 +11,8 @@ use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::write_behind::WriteBehind;
-use super::{TEMP_PREFIX, TEMP_SUFFIX};
+use super::{TEMP_PREFIX, TEMP_SUFFIX, errno};
 use crate::engine::Sink;
-
-fn errno(e: Errno) -> io::Error {
-    io::Error::from_raw_os_error(e.raw_os_error())
-}
 
 /// A new file that gets its name in its directory only when [`Sink::commit`] is called.
 ///

@@ -106,6 +106,11 @@ pub fn io_refusal(name: &str, e: &io::Error) -> Refusal {
     }
 }
 
+/// A system call's error as an `io::Error` (its kind and text come from the errno).
+pub(crate) fn errno(e: rustix::io::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
 /// What a file's type is called in a refusal: "a FIFO", "a socket", …
 pub(crate) fn type_name(t: rustix::fs::FileType) -> &'static str {
     use rustix::fs::FileType::*;

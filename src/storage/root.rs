@@ -11,7 +11,9 @@ use std::path::{Component, Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use super::{AtomicFile, FileSource, Refusal, TempFiles, io_refusal, is_temp_name, type_name};
+use super::{
+    AtomicFile, FileSource, Refusal, TempFiles, errno, io_refusal, is_temp_name, type_name,
+};
 use crate::text::escape;
 use crate::wire::ErrorCode;
 
@@ -108,10 +110,6 @@ fn check_file_name(name: &str) -> Result<PathBuf, Refusal> {
         ));
     }
     Ok(rel)
-}
-
-fn errno(e: Errno) -> io::Error {
-    io::Error::from_raw_os_error(e.raw_os_error())
 }
 
 impl Root {
