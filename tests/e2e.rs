@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use udpft::wire::{Datagram, Message, Op, Request};
+use udpft::wire::{Datagram, Message, Op};
 
 mod common;
 use common::{Server, UDPFT, content, signal, uploads_open};
@@ -325,26 +325,12 @@ fn paths_outside_the_root_are_denied() {
 
 /// A valid REQUEST datagram, as a client would send it.
 fn request_bytes(op: Op, name: &str, nonce: u64) -> Vec<u8> {
-    request_with(op, name, nonce, None)
+    common::request_bytes(op, name, nonce, 1408, None)
 }
 
 /// A REQUEST carrying the token of the server's RETRY.
 fn request_with(op: Op, name: &str, nonce: u64, token: Option<udpft::wire::Token>) -> Vec<u8> {
-    let d = Datagram {
-        session: nonce,
-        seq: 0,
-        message: Message::Request(Request {
-            token,
-            op,
-            block_size: 1408,
-            size: 0,
-            name,
-        }),
-    };
-    let mut buf = vec![0u8; d.wire_len()];
-    let n = d.emit(&mut buf).unwrap();
-    buf.truncate(n);
-    buf
+    common::request_bytes(op, name, nonce, 1408, token)
 }
 
 #[test]

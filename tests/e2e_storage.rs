@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use udpft::wire::{Datagram, Message, Op, Request};
+use udpft::wire::{Datagram, Message, Op};
 
 mod common;
 use common::{Server, UDPFT, content, signal, uploads_open, wait_for};
@@ -47,20 +47,8 @@ fn ask(sock: &UdpSocket, to: &str, nonce: u64, op: Op, name: &str, block_size: u
         .unwrap();
     let mut token = None;
     loop {
-        let d = Datagram {
-            session: nonce,
-            seq: 0,
-            message: Message::Request(Request {
-                token,
-                op,
-                block_size,
-                size: 0,
-                name,
-            }),
-        };
-        let mut buf = vec![0u8; d.wire_len()];
-        let n = d.emit(&mut buf).unwrap();
-        sock.send_to(&buf[..n], to).unwrap();
+        let req = common::request_bytes(op, name, nonce, block_size, token);
+        sock.send_to(&req, to).unwrap();
         let mut reply = vec![0u8; 70_000];
         let (n, _) = sock.recv_from(&mut reply).unwrap();
         reply.truncate(n);

@@ -6,28 +6,16 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use udpft::engine::{EndpointConfig, IoOutcome, IoRequest, ServerEndpoint, Status};
-use udpft::wire::{self, Datagram, ErrorCode, Message, Op, Request, Token};
+use udpft::wire::{self, Datagram, ErrorCode, Message, Op, Token};
+
+mod common;
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
 fn request(op: Op, name: &str, nonce: u64, token: Option<Token>) -> Vec<u8> {
-    let d = Datagram {
-        session: nonce,
-        seq: 0,
-        message: Message::Request(Request {
-            token,
-            op,
-            block_size: 512,
-            size: 0,
-            name,
-        }),
-    };
-    let mut b = vec![0u8; d.wire_len()];
-    let n = d.emit(&mut b).unwrap();
-    b.truncate(n);
-    b
+    common::request_bytes(op, name, nonce, 512, token)
 }
 
 /// Everything the endpoint sends now: (destination, datagram bytes).

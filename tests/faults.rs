@@ -387,7 +387,8 @@ fn relay_applies_the_same_script() {
         3,
     );
     let mut relay = Relay::bind(cfg).unwrap();
-    let pcap = Shared::default();
+    // A writer whose bytes the test reads after the relay is done with it.
+    let pcap = udpft::sim::Capture::default();
     relay.capture(Box::new(pcap.clone())).unwrap();
     let relay = relay.spawn().unwrap();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -439,7 +440,7 @@ fn relay_applies_the_same_script() {
     );
     // The capture has every datagram received (6) and sent (6), each with what the
     // relay did to it.
-    let cap = pcap.0.lock().unwrap().clone();
+    let cap = pcap.contents();
     let comments = comments(&cap);
     assert_eq!(comments.len(), 12, "{comments:#?}");
     for needle in [
@@ -456,20 +457,6 @@ fn relay_applies_the_same_script() {
         );
     }
     assert!(!comments.iter().any(|c| c.starts_with("to-server #2 sent")));
-}
-
-/// A writer whose bytes the test can read after the relay is done with it.
-#[derive(Clone, Default)]
-struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Shared {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The opt_comment of every Enhanced Packet Block of a little-endian pcapng capture.

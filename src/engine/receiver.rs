@@ -464,24 +464,6 @@ mod tests {
         assert_eq!(*r.status(), Status::Closed);
     }
 
-    /// A sink whose contents the test can still see after handing it over.
-    #[derive(Clone, Default)]
-    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Shared {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    impl Sink for Shared {
-        fn commit(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// A hostile or broken sender cannot make a receiver write past the announced
     /// size, nor close the stream at another length.
     #[test]
@@ -489,7 +471,7 @@ mod tests {
         let now = Instant::now();
         let cfg = Config::default();
         let peer = "127.0.0.1:9".parse().unwrap();
-        let sink = Shared::default();
+        let sink = crate::sim::Capture::default();
         let mut r = Receiver::new(
             7,
             peer,
@@ -514,7 +496,7 @@ mod tests {
             "{:?}",
             r.status()
         );
-        assert_eq!(*sink.0.lock().unwrap(), b"abcd");
+        assert_eq!(sink.contents(), b"abcd");
         let e = Datagram::parse(r.poll_transmit(now).unwrap()).unwrap();
         assert!(matches!(
             e.message,

@@ -138,6 +138,32 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A REQUEST datagram as a client builds it (`token`: the server's RETRY's, if any).
+pub fn request_bytes(
+    op: udpft::wire::Op,
+    name: &str,
+    nonce: u64,
+    block_size: u32,
+    token: Option<udpft::wire::Token>,
+) -> Vec<u8> {
+    use udpft::wire::{Datagram, Message, Request};
+    let d = Datagram {
+        session: nonce,
+        seq: 0,
+        message: Message::Request(Request {
+            token,
+            op,
+            block_size,
+            size: 0,
+            name,
+        }),
+    };
+    let mut buf = vec![0u8; d.wire_len()];
+    let n = d.emit(&mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
 /// Sends `signal` (`"TERM"`, `"INT"`) to process `pid`, as a person would with kill(1).
 pub fn signal(pid: u32, signal: &str) {
     let st = Command::new("kill")
