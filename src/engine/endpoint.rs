@@ -219,6 +219,8 @@ struct Pending {
     path: String,
     request_len: usize,
     block_size: u32,
+    /// The send window granted: at most the one asked for (PROTOCOL.md §4.5).
+    window: u16,
     size: u64,
     started: Instant,
 }
@@ -479,16 +481,18 @@ impl ServerEndpoint {
         };
         self.stats.sessions += 1;
         self.by_nonce.insert((from, nonce), id);
+        let block_size = req
+            .block_size
+            .min(self.cfg.session.block_size)
+            .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE);
         let p = Pending {
             peer: from,
             nonce,
             op: req.op,
             path: escape(req.name).into_owned(),
             request_len: len,
-            block_size: req
-                .block_size
-                .min(self.cfg.session.block_size)
-                .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE),
+            block_size,
+            window: super::window_for(req.window.min(self.cfg.session.window), block_size),
             size: req.size,
             started: now,
         };
@@ -602,6 +606,7 @@ impl ServerEndpoint {
     fn start(&mut self, now: Instant, id: SessionId, p: Pending, outcome: IoOutcome) {
         let cfg = Config {
             block_size: p.block_size,
+            window: p.window,
             ..self.cfg.session
         };
         let (s, answered) = match outcome {
@@ -656,11 +661,12 @@ impl ServerEndpoint {
         self.log(
             LogLevel::Verbose,
             format!(
-                "{} {} '{}': session {id:016x} started, block size {}",
+                "{} {} '{}': session {id:016x} started, block size {}, window {}",
                 p.peer,
                 p.op.name(),
                 p.path,
-                p.block_size
+                p.block_size,
+                p.window
             ),
         );
         self.sessions.insert(

@@ -1,4 +1,4 @@
-//! The receiving half of a stop-and-wait stream (PROTOCOL.md §4.2).
+//! The receiving half of a stream (PROTOCOL.md §4.2; with a window above 1, §4.5).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -36,14 +36,20 @@ enum Phase {
     Over,
 }
 
+/// A slot of the reorder buffer that holds nothing.
+const EMPTY: u32 = u32::MAX;
+
 /// Receives one stream, writing each new block exactly once, in order, to a [`Sink`].
 ///
-/// Guarantees: DATA *n* is written only if it is the next expected block, and every
-/// DATA is acknowledged with its own number, a duplicate included; DONE is acknowledged
-/// only after its length and CRC32 matched and the driver reported the sink committed
-/// ([`Receiver::poll_commit`], [`Receiver::commit_done`]); until then DONE is answered
-/// with WAIT if the answer goes out before the commit is done; a receiver never sends
-/// anything on a timer (the sender's timer drives all resends).
+/// Guarantees: a block is written only once every block before it has been, and never
+/// twice; DONE is acknowledged only after its length and CRC32 matched and the driver
+/// reported the sink committed ([`Receiver::poll_commit`], [`Receiver::commit_done`]);
+/// until then DONE is answered with WAIT if the answer goes out before the commit is
+/// done. With a window of 1 every packet is acknowledged at once and nothing is sent on
+/// a timer; with a window *W* above 1, blocks up to *W* − 1 ahead of the next expected
+/// one are kept (memory: *W* blocks, allocated at the start) and acknowledged
+/// selectively, and in-order blocks are acknowledged every ⌈*W*/4⌉, or after
+/// [`Config::ack_delay`] at the latest. Acknowledgements are cumulative.
 pub struct Receiver<C: Codec = Udpft> {
     codec: C,
     session: SessionId,
@@ -52,9 +58,24 @@ pub struct Receiver<C: Codec = Udpft> {
     sink: Option<Box<dyn Sink + Send>>,
     cfg: Config,
     block: usize,
+    /// The window granted (1: stop-and-wait).
+    window: u64,
+    /// In-order blocks after which an acknowledgement goes out at once.
+    ack_every: u64,
     /// What acknowledges packet 0: ack 0 (a client's get) or the ACCEPT (a server's put).
     opening: Option<Accept>,
     expected: Seq,
+    /// Blocks that arrived ahead of `expected`: slot `seq % window` holds `block` bytes,
+    /// its length in `held` ([`EMPTY`] if none).
+    ahead: Vec<u8>,
+    held: Vec<u32>,
+    /// How many slots of `ahead` hold a block.
+    ahead_count: u64,
+    /// An end (DONE) that arrived ahead of `expected`: number, length, CRC32.
+    end_ahead: Option<(Seq, u64, u32)>,
+    /// In-order blocks not acknowledged yet, and when the ack is due at the latest.
+    unacked: u64,
+    ack_at: Option<Instant>,
     /// The stream's length as announced at its start, or [`UNKNOWN_SIZE`].
     announced: u64,
     length: u64,
@@ -64,7 +85,8 @@ pub struct Receiver<C: Codec = Udpft> {
     /// not count, so a sender that only repeats itself cannot hold the stream open.
     last_progress: Instant,
     /// The ack of the newest in-order packet and when it went out, while it has been
-    /// sent only once: a round-trip sample is the time from it to the next block.
+    /// sent only once: a round-trip sample is the time from it to the next block
+    /// (stop-and-wait only: in a window the next block does not wait for the ack).
     newest_ack: Option<(Seq, Instant)>,
     rto: RtoEstimator,
     /// The encoded reply waiting to go out (an ack, the ACCEPT, or an ERROR).
@@ -79,9 +101,10 @@ pub struct Receiver<C: Codec = Udpft> {
 
 impl Receiver<Udpft> {
     /// A receiver for `session` from `peer`, writing into `sink`, accepting blocks of up
-    /// to `cfg.block_size` bytes, in udpft's encoding. Its first transmission
-    /// acknowledges packet 0: with `opening` (a server answering a put) that is the
-    /// ACCEPT, otherwise ack 0 (a client that has just received the ACCEPT of its get).
+    /// to `cfg.block_size` bytes with a window of `cfg.window`, in udpft's encoding. Its
+    /// first transmission acknowledges packet 0: with `opening` (a server answering a
+    /// put) that is the ACCEPT, otherwise ack 0 (a client that has just received the
+    /// ACCEPT of its get).
     pub fn new(
         session: SessionId,
         peer: SocketAddr,
@@ -111,20 +134,31 @@ impl<C: Codec> Receiver<C> {
         now: Instant,
     ) -> Self {
         let reply = vec![0; codec.overhead() + 2 + codec.max_message_len()];
+        let block = cfg
+            .block_size
+            .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE) as usize;
+        let window = super::window_for(cfg.window, cfg.block_size) as u64;
+        let ahead_slots = if window > 1 { window as usize } else { 0 };
         let mut r = Receiver {
             codec,
             session,
             peer,
             sink: Some(sink),
             cfg,
-            block: cfg
-                .block_size
-                .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE) as usize,
+            block,
+            window,
+            ack_every: window.div_ceil(4),
             opening: match opening {
                 OpeningAck::Accept(a) => Some(a),
                 _ => None,
             },
             expected: 1,
+            ahead: vec![0; ahead_slots * block],
+            held: vec![EMPTY; ahead_slots],
+            ahead_count: 0,
+            end_ahead: None,
+            unacked: 0,
+            ack_at: None,
             announced: UNKNOWN_SIZE,
             length: 0,
             crc: crc32fast::Hasher::new(),
@@ -140,7 +174,7 @@ impl<C: Codec> Receiver<C> {
             events: VecDeque::new(),
         };
         if opening != OpeningAck::Nothing {
-            r.queue_ack(0, now, true);
+            r.queue_ack(now, true);
         }
         r
     }
@@ -158,20 +192,44 @@ impl<C: Codec> Receiver<C> {
         }
     }
 
-    /// Queues the acknowledgement of `seq`; `fresh` if it acknowledges a packet just
-    /// received in order for the first time.
-    fn queue_ack(&mut self, seq: Seq, now: Instant, fresh: bool) {
+    /// The cumulative acknowledgement: the newest packet up to which everything
+    /// arrived, not counting an end that is still being stored.
+    fn cumulative(&self) -> Seq {
+        match self.phase {
+            Phase::Committing { seq } => seq - 1,
+            _ => self.expected - 1,
+        }
+    }
+
+    /// Queues the acknowledgement of everything received so far (with the blocks held
+    /// ahead, selectively); `fresh` if it acknowledges a packet just received in order
+    /// for the first time.
+    fn queue_ack(&mut self, now: Instant, fresh: bool) {
+        let seq = self.cumulative();
+        let mut sack = Sack::NONE;
+        if self.ahead_count > 0 || self.end_ahead.is_some() {
+            for k in 1..self.window {
+                let s = self.expected + k;
+                let held = self.held[(s % self.window) as usize] != EMPTY;
+                if held || self.end_ahead.is_some_and(|(e, ..)| e == s) {
+                    sack.set(s - seq - 1);
+                }
+            }
+        }
+        // Packet 0 of a put is acknowledged by the ACCEPT, unless there is more to say.
         let frame = match (seq, self.opening) {
-            (0, Some(accept)) => Frame::Accept(accept),
-            _ => Frame::Ack {
-                seq,
-                sack: Sack::NONE,
-            },
+            (0, Some(accept)) if sack.is_empty() => Frame::Accept(accept),
+            _ => Frame::Ack { seq, sack },
         };
         self.reply_len = self
             .codec
             .encode(self.session, &frame, &mut self.reply)
             .ok();
+        self.unacked = 0;
+        self.ack_at = None;
+        if self.window > 1 {
+            return;
+        }
         if fresh {
             self.newest_ack = Some((seq, now));
         } else if matches!(self.newest_ack, Some((s, _)) if s == seq) {
@@ -200,7 +258,7 @@ impl<C: Codec> Receiver<C> {
     /// success DONE is acknowledged (and the receiver lingers), on failure the sender
     /// is told. Ignored unless committing.
     pub fn commit_done(&mut self, now: Instant, result: std::io::Result<()>) {
-        let Phase::Committing { seq } = self.phase else {
+        let Phase::Committing { .. } = self.phase else {
             return;
         };
         if let Err(e) = result {
@@ -209,11 +267,11 @@ impl<C: Codec> Receiver<C> {
         if let Some((length, crc)) = self.verified {
             self.trace(Event::Verified { length, crc });
         }
-        self.queue_ack(seq, now, true);
         self.status = Status::Complete;
         self.phase = Phase::Lingering {
             until: now + self.linger_time(),
         };
+        self.queue_ack(now, true);
     }
 
     fn fail(&mut self, e: TransferError, tell_peer: bool) {
@@ -249,6 +307,13 @@ impl<C: Codec> Receiver<C> {
         }
     }
 
+    /// How far ahead of the next expected block `seq` is, if it is ahead but within
+    /// the window (so that it may be kept).
+    fn ahead_of_expected(&self, seq: Seq) -> Option<u64> {
+        let k = seq.checked_sub(self.expected)?;
+        (k > 0 && k < self.window).then_some(k)
+    }
+
     /// Feeds in one frame of this session.
     pub fn handle(&mut self, now: Instant, f: &Frame) {
         if self.phase == Phase::Over {
@@ -260,46 +325,49 @@ impl<C: Codec> Receiver<C> {
             _ => None,
         };
         match *f {
+            Frame::Data { payload, .. } if payload.len() > self.block => {
+                return self.unexpected("data larger than the granted block size");
+            }
             Frame::Data { seq, payload } if receiving && seq == self.expected => {
-                if payload.len() > self.block {
-                    return self.unexpected("data larger than the granted block size");
+                let filled_gap = self.ahead_count > 0;
+                if !self.deliver(now, seq, payload) {
+                    return;
                 }
-                let got = self.length + payload.len() as u64;
-                if self.announced != UNKNOWN_SIZE && got > self.announced {
-                    let announced = self.announced;
-                    return self.fail(TransferError::Announced { announced, got }, true);
-                }
-                let Some(sink) = self.sink.as_mut() else {
-                    return self.unexpected("data after the sink was handed over");
-                };
-                if let Err(e) = sink.write_all(payload) {
-                    return self.fail(TransferError::io("writing the received file", &e), true);
-                }
-                if let Some((s, at)) = self.newest_ack
-                    && s == seq - 1
-                {
-                    self.rto.sample(now.saturating_duration_since(at));
-                }
-                self.crc.update(payload);
-                self.length += payload.len() as u64;
-                self.stats.bytes += payload.len() as u64;
-                self.expected += 1;
-                self.last_progress = now;
-                self.trace(Event::Received {
-                    kind: Kind::Data,
-                    seq,
-                    len: payload.len(),
-                });
-                let short_ends = self.codec.stream_end() == StreamEnd::ShortBlock;
-                if short_ends && payload.len() < self.block {
-                    // The short block ends the stream: only its length can be checked.
-                    if self.announced != UNKNOWN_SIZE && self.length != self.announced {
-                        let (announced, got) = (self.announced, self.length);
-                        return self.fail(TransferError::Announced { announced, got }, true);
+                // Blocks kept ahead that are now in order.
+                while self.phase == Phase::Receiving {
+                    let i = (self.expected % self.window) as usize;
+                    if self.window > 1 && self.held[i] != EMPTY {
+                        let len = self.held[i] as usize;
+                        self.held[i] = EMPTY;
+                        self.ahead_count -= 1;
+                        let block = std::mem::take(&mut self.ahead);
+                        let ok = self.deliver(now, self.expected, &block[i * self.block..][..len]);
+                        self.ahead = block;
+                        if !ok {
+                            return;
+                        }
+                    } else if let Some((e, length, crc)) = self.end_ahead
+                        && e == self.expected
+                    {
+                        self.end_ahead = None;
+                        self.end(now, e, length, crc);
+                        break;
+                    } else {
+                        break;
                     }
-                    self.commit(seq);
-                } else {
-                    self.queue_ack(seq, now, true);
+                }
+                if self.phase == Phase::Receiving {
+                    // Stop-and-wait acknowledges every block; a window, a quarter of
+                    // it at a time, or at once when there was a gap.
+                    if self.window == 1
+                        || filled_gap
+                        || self.ahead_count > 0
+                        || self.unacked >= self.ack_every
+                    {
+                        self.queue_ack(now, true);
+                    } else if self.ack_at.is_none() {
+                        self.ack_at = Some(now + self.cfg.ack_delay);
+                    }
                 }
             }
             // The short block that ended the stream, again, while it is being stored.
@@ -308,26 +376,35 @@ impl<C: Codec> Receiver<C> {
                 self.queue_wait(seq);
             }
             Frame::Data { seq, .. } if seq < self.expected => self.duplicate(Kind::Data, seq, now),
-            Frame::End { seq, length, crc } if receiving && seq == self.expected => {
-                if self.announced != UNKNOWN_SIZE && length != self.announced {
-                    let (announced, got) = (self.announced, length);
-                    return self.fail(TransferError::Announced { announced, got }, true);
+            Frame::Data { seq, payload } if receiving && self.ahead_of_expected(seq).is_some() => {
+                let i = (seq % self.window) as usize;
+                if self.held[i] != EMPTY {
+                    return self.duplicate(Kind::Data, seq, now);
                 }
-                let got_crc = self.crc.clone().finalize();
-                if length != self.length || crc != got_crc {
-                    return self.fail(
-                        TransferError::Integrity {
-                            length,
-                            crc,
-                            got_length: self.length,
-                            got_crc,
-                        },
-                        true,
-                    );
-                }
-                self.expected += 1;
+                self.ahead[i * self.block..][..payload.len()].copy_from_slice(payload);
+                self.held[i] = payload.len() as u32;
+                self.ahead_count += 1;
                 self.last_progress = now;
-                self.commit(seq);
+                self.trace(Event::Ahead {
+                    seq,
+                    len: payload.len(),
+                    expected: self.expected,
+                });
+                // A gap: say at once what arrived, so the sender repairs only the hole.
+                self.queue_ack(now, false);
+            }
+            Frame::End {
+                seq, length, crc, ..
+            } if receiving && seq == self.expected => self.end(now, seq, length, crc),
+            Frame::End {
+                seq, length, crc, ..
+            } if receiving && self.ahead_of_expected(seq).is_some() => {
+                if self.end_ahead.is_some_and(|(e, ..)| e == seq) {
+                    return self.duplicate(Kind::End, seq, now);
+                }
+                self.end_ahead = Some((seq, length, crc));
+                self.last_progress = now;
+                self.queue_ack(now, false);
             }
             Frame::End { seq, .. } if committing == Some(seq) => {
                 self.stats.duplicates += 1;
@@ -370,19 +447,96 @@ impl<C: Codec> Receiver<C> {
         self.stats.received += 1;
     }
 
+    /// Writes block `seq`, the next expected one; false if the transfer failed. A short
+    /// block that ends the stream (in an encoding that ends so) starts the commit.
+    fn deliver(&mut self, now: Instant, seq: Seq, payload: &[u8]) -> bool {
+        let got = self.length + payload.len() as u64;
+        if self.announced != UNKNOWN_SIZE && got > self.announced {
+            let announced = self.announced;
+            self.fail(TransferError::Announced { announced, got }, true);
+            return false;
+        }
+        let Some(sink) = self.sink.as_mut() else {
+            self.unexpected("data after the sink was handed over");
+            return false;
+        };
+        if let Err(e) = sink.write_all(payload) {
+            self.fail(TransferError::io("writing the received file", &e), true);
+            return false;
+        }
+        if let Some((s, at)) = self.newest_ack
+            && s == seq - 1
+        {
+            self.rto.sample(now.saturating_duration_since(at));
+        }
+        self.crc.update(payload);
+        self.length += payload.len() as u64;
+        self.stats.bytes += payload.len() as u64;
+        self.expected += 1;
+        self.unacked += 1;
+        self.last_progress = now;
+        if self.window == 1 {
+            self.trace(Event::Received {
+                kind: Kind::Data,
+                seq,
+                len: payload.len(),
+            });
+        } else {
+            self.trace(Event::Delivered {
+                seq,
+                len: payload.len(),
+            });
+        }
+        let short_ends = self.codec.stream_end() == StreamEnd::ShortBlock;
+        if short_ends && payload.len() < self.block {
+            // The short block ends the stream: only its length can be checked.
+            if self.announced != UNKNOWN_SIZE && self.length != self.announced {
+                let (announced, got) = (self.announced, self.length);
+                self.fail(TransferError::Announced { announced, got }, true);
+                return false;
+            }
+            self.commit(seq);
+        }
+        true
+    }
+
+    /// The end `seq` arrived and everything before it: verify it, then commit.
+    fn end(&mut self, now: Instant, seq: Seq, length: u64, crc: u32) {
+        if self.announced != UNKNOWN_SIZE && length != self.announced {
+            let (announced, got) = (self.announced, length);
+            return self.fail(TransferError::Announced { announced, got }, true);
+        }
+        let got_crc = self.crc.clone().finalize();
+        if length != self.length || crc != got_crc {
+            return self.fail(
+                TransferError::Integrity {
+                    length,
+                    crc,
+                    got_length: self.length,
+                    got_crc,
+                },
+                true,
+            );
+        }
+        self.expected += 1;
+        self.last_progress = now;
+        self.commit(seq);
+    }
+
     /// The stream is complete and verified as far as the encoding allows: the driver
     /// stores it now; until it says it is stored, the end is answered with WAIT (which
     /// an ACK queued first supersedes).
     fn commit(&mut self, seq: Seq) {
         self.verified = Some((self.length, self.crc.clone().finalize()));
         self.phase = Phase::Committing { seq };
+        self.ack_at = None;
         self.queue_wait(seq);
     }
 
     fn duplicate(&mut self, kind: Kind, seq: Seq, now: Instant) {
         self.stats.duplicates += 1;
         self.trace(Event::Duplicate { kind, seq });
-        self.queue_ack(seq, now, false);
+        self.queue_ack(now, false);
     }
 
     fn unexpected(&mut self, what: &'static str) {
@@ -396,8 +550,12 @@ impl<C: Codec> Receiver<C> {
         self.trace(Event::Dropped(e));
     }
 
-    /// Ends the linger, or fails the transfer if the sender has been silent too long.
+    /// Sends a held-back acknowledgement, ends the linger, or fails the transfer if
+    /// the sender has been silent too long.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.phase == Phase::Receiving && self.ack_at.is_some_and(|t| now >= t) {
+            self.queue_ack(now, true);
+        }
         match self.phase {
             Phase::Receiving if now >= self.last_progress + self.cfg.give_up => {
                 let silent = now.saturating_duration_since(self.last_progress);
@@ -430,7 +588,10 @@ impl<C: Codec> Receiver<C> {
     /// When [`Receiver::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Receiving => Some(self.last_progress + self.cfg.give_up),
+            Phase::Receiving => {
+                let give_up = self.last_progress + self.cfg.give_up;
+                Some(self.ack_at.map_or(give_up, |t| t.min(give_up)))
+            }
             Phase::Lingering { until } => Some(until),
             Phase::Committing { .. } | Phase::Over => None,
         }
@@ -459,6 +620,10 @@ impl<C: Codec> Receiver<C> {
     }
     pub fn session(&self) -> SessionId {
         self.session
+    }
+    /// The window granted (1: stop-and-wait).
+    pub fn window(&self) -> u64 {
+        self.window
     }
 }
 

@@ -1,13 +1,14 @@
-//! The sending half of a stop-and-wait stream (PROTOCOL.md §4.1).
+//! The sending half of a stream (PROTOCOL.md §4.1): stop-and-wait with a window of 1,
+//! a sliding window with selective repair above that (§4.5).
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::codec::{Codec, StreamEnd, Udpft};
 use super::frame::{Accept, Frame, Kind, Seq, SessionId, UNKNOWN_SIZE};
-use super::retransmit::{Expiry, Outstanding};
+use super::window::{Acked, Expiry, Resend, SendWindow};
 use super::{Config, Event, Stats, Status, TransferError};
 use crate::rto::RtoEstimator;
 use crate::wire::{self, WireError};
@@ -15,15 +16,15 @@ use crate::wire::{self, WireError};
 /// A receiver that keeps answering WAIT is given up on after this many give-up times.
 const MAX_WAIT_FACTOR: u32 = 6;
 
+/// The smallest room for a packet that is not DATA (ACCEPT, DONE; TFTP's OACK).
+const MIN_PACKET_ROOM: usize = 512;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Sending the server's ACCEPT of a get as packet 0, waiting for ack 0.
     Opening,
-    /// Sending DATA `out.seq`, waiting for its ack; `last` if it is the short block
-    /// that ends the stream ([`StreamEnd::ShortBlock`]).
-    Data { last: bool },
-    /// Sending DONE, waiting for its ack.
-    Done,
+    /// Sending DATA (and the end), as the window allows.
+    Streaming,
     /// The receiver answered DONE with WAIT (it is storing the data): DONE is not
     /// resent, only probed at `probe_at`; the wait is abandoned at `until`.
     Waiting { probe_at: Instant, until: Instant },
@@ -31,12 +32,15 @@ enum Phase {
     Over,
 }
 
-/// Sends one stream: DATA 1, 2, … then DONE, each resent only on timeout until
-/// acknowledged.
+/// Sends one stream: DATA 1, 2, … then DONE (or, in an encoding whose stream ends with
+/// a short block, that block), through a [`SendWindow`].
 ///
-/// Guarantees: at most one unacknowledged packet at any time; an acknowledgement for
-/// anything but the outstanding packet is ignored (never causes a send); memory is one
-/// datagram buffer, whatever the stream's length.
+/// Guarantees: at most the granted window of packets unacknowledged (one, by default:
+/// stop-and-wait); a packet is resent only when the retransmission timer expires or
+/// when new selective acknowledgements show it lost, so an acknowledgement that says
+/// nothing new never causes a send; memory is one datagram buffer per window slot,
+/// allocated at the start, whatever the stream's length; DATA is read straight into
+/// the datagram that carries it.
 pub struct Sender<C: Codec = Udpft> {
     codec: C,
     session: SessionId,
@@ -44,20 +48,24 @@ pub struct Sender<C: Codec = Udpft> {
     source: Box<dyn Read + Send>,
     cfg: Config,
     block: usize,
-    /// The outstanding datagram, encoded; DATA is read straight into its payload.
-    packet: Vec<u8>,
-    out: Outstanding,
+    /// One encoded datagram per window slot, `stride` bytes apart; DATA is read
+    /// straight into its payload.
+    bufs: Vec<u8>,
+    stride: usize,
+    window: SendWindow,
+    /// The packet that ends the stream, once loaded.
+    end: Option<Seq>,
     phase: Phase,
     rto: RtoEstimator,
     /// The stream's length as announced (ACCEPT or REQUEST), or [`UNKNOWN_SIZE`].
     announced: u64,
     length: u64,
     crc: crc32fast::Hasher,
-    resend_after: Option<Duration>,
     /// When the last new acknowledgement came (or the sender started): the give-up
     /// time counts from here.
     last_progress: Option<Instant>,
     /// An ERROR to send once, telling the peer why this side stopped.
+    error: Vec<u8>,
     error_out: Option<usize>,
     status: Status,
     stats: Stats,
@@ -66,10 +74,10 @@ pub struct Sender<C: Codec = Udpft> {
 
 impl Sender<Udpft> {
     /// A sender for session `session` towards `peer`, reading from `source`, with
-    /// `cfg.block_size` bytes per DATA, in udpft's encoding. With `opening`, the first
-    /// packet is that ACCEPT (the server's answer to a get or list), sent as packet 0
-    /// and acknowledged by ack 0; without, DATA 1 goes first (a put, after the client's
-    /// handshake).
+    /// `cfg.block_size` bytes per DATA and a window of `cfg.window`, in udpft's
+    /// encoding. With `opening`, the first packet is that ACCEPT (the server's answer to
+    /// a get or list), sent as packet 0 and acknowledged by ack 0; without, DATA 1 goes
+    /// first (a put, after the client's handshake).
     pub fn new(
         session: SessionId,
         peer: SocketAddr,
@@ -96,8 +104,10 @@ impl<C: Codec> Sender<C> {
         let block = cfg
             .block_size
             .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE) as usize;
-        // Room for a full block, and for the longest ERROR when the block is small.
-        let room = codec.overhead() + block.max(2 + codec.max_message_len());
+        let window = super::window_for(cfg.window, cfg.block_size);
+        let stride = codec.overhead() + block.max(MIN_PACKET_ROOM);
+        let error = vec![0; codec.overhead() + 2 + codec.max_message_len()];
+        let first = if opening.is_some() { 0 } else { 1 };
         let mut s = Sender {
             codec,
             session,
@@ -105,15 +115,17 @@ impl<C: Codec> Sender<C> {
             source,
             cfg,
             block,
-            packet: vec![0; room],
-            out: Outstanding::new(Kind::Data, 0, 0),
-            phase: Phase::Data { last: false },
+            bufs: vec![0; stride * window as usize],
+            stride,
+            window: SendWindow::new(window, first),
+            end: None,
+            phase: Phase::Streaming,
             rto,
             announced: opening.map_or(UNKNOWN_SIZE, |a| a.size),
             length: 0,
             crc: crc32fast::Hasher::new(),
-            resend_after: None,
             last_progress: None,
+            error,
             error_out: None,
             status: Status::Running,
             stats: Stats::default(),
@@ -121,14 +133,19 @@ impl<C: Codec> Sender<C> {
         };
         match opening {
             Some(accept) => {
+                let at = s.window.index(0) * s.stride;
                 let len = s
                     .codec
-                    .encode(session, &Frame::Accept(accept), &mut s.packet)
-                    .expect("an ACCEPT fits any block buffer");
-                s.out = Outstanding::new(Kind::Accept, 0, len);
+                    .encode(
+                        session,
+                        &Frame::Accept(accept),
+                        &mut s.bufs[at..at + stride],
+                    )
+                    .expect("an ACCEPT fits any packet buffer");
+                s.window.push(Kind::Accept, len, 0);
                 s.phase = Phase::Opening;
             }
-            None => s.load(1),
+            None => s.refill(),
         }
         s
     }
@@ -140,10 +157,20 @@ impl<C: Codec> Sender<C> {
         self.announced = announced;
     }
 
-    /// Reads the next block into the packet buffer, or prepares DONE at end of stream.
-    fn load(&mut self, seq: Seq) {
-        let at = self.codec.data_offset();
-        let n = match fill(&mut self.source, &mut self.packet[at..at + self.block]) {
+    /// Loads blocks while the window has room and the stream has not ended.
+    fn refill(&mut self) {
+        while self.phase == Phase::Streaming && self.end.is_none() && self.window.has_room() {
+            self.load();
+        }
+    }
+
+    /// Reads the next block straight into its slot's datagram, or prepares the end.
+    fn load(&mut self) {
+        let seq = self.window.next_seq();
+        let at = self.window.index(seq) * self.stride;
+        let buf = &mut self.bufs[at..at + self.stride];
+        let off = self.codec.data_offset();
+        let n = match fill(&mut self.source, &mut buf[off..off + self.block]) {
             Ok(n) => n,
             Err(e) => return self.fail(TransferError::io("reading the file to send", &e), true),
         };
@@ -156,13 +183,13 @@ impl<C: Codec> Sender<C> {
             return self.fail(TransferError::Announced { announced, got }, true);
         }
         if n > 0 || short_ends {
-            self.crc.update(&self.packet[at..at + n]);
+            self.crc.update(&buf[off..off + n]);
             self.length += n as u64;
-            let len = self.codec.seal_data(&mut self.packet, self.session, seq, n);
-            self.out = Outstanding::new(Kind::Data, seq, len);
-            self.phase = Phase::Data {
-                last: short_ends && n < self.block,
-            };
+            let len = self.codec.seal_data(buf, self.session, seq, n);
+            self.window.push(Kind::Data, len, n);
+            if ended {
+                self.end = Some(seq);
+            }
         } else {
             let end = Frame::End {
                 seq,
@@ -171,10 +198,10 @@ impl<C: Codec> Sender<C> {
             };
             let len = self
                 .codec
-                .encode(self.session, &end, &mut self.packet)
-                .expect("DONE fits any block buffer");
-            self.out = Outstanding::new(Kind::End, seq, len);
-            self.phase = Phase::Done;
+                .encode(self.session, &end, buf)
+                .expect("DONE fits any packet buffer");
+            self.window.push(Kind::End, len, 0);
+            self.end = Some(seq);
         }
     }
 
@@ -183,13 +210,10 @@ impl<C: Codec> Sender<C> {
             return;
         }
         if tell_peer {
-            self.error_out = super::encode_error(
-                &self.codec,
-                self.session,
-                self.out.seq,
-                &e,
-                &mut self.packet,
-            );
+            // The number of the newest packet loaded (informational).
+            let seq = self.window.next_seq().saturating_sub(1);
+            self.error_out =
+                super::encode_error(&self.codec, self.session, seq, &e, &mut self.error);
         }
         self.trace(Event::Failed(e.clone()));
         self.status = Status::Failed(e);
@@ -205,7 +229,7 @@ impl<C: Codec> Sender<C> {
     /// Feeds in one datagram: decodes it with this stream's codec, drops (and counts)
     /// one that is malformed or carries another session's key, and handles the rest.
     pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8]) {
-        match self.codec.decode(bytes, self.out.seq) {
+        match self.codec.decode(bytes, self.window.una()) {
             Ok((key, frame)) if key == self.session => self.handle(now, &frame),
             Ok(_) => {
                 self.stats.dropped += 1;
@@ -225,45 +249,58 @@ impl<C: Codec> Sender<C> {
             // The ack of DONE after a WAIT: stored. No round-trip sample (it includes
             // the time the receiver took to store).
             Frame::Ack { seq, .. }
-                if seq == self.out.seq && matches!(self.phase, Phase::Waiting { .. }) =>
+                if Some(seq) == self.end && matches!(self.phase, Phase::Waiting { .. }) =>
             {
                 self.last_progress = Some(now);
                 self.trace(Event::Stored { seq });
                 self.phase = Phase::Over;
                 self.status = Status::Closed;
             }
-            Frame::Ack { seq, .. } if seq == self.out.seq && self.out.transmitted() => {
-                self.last_progress = Some(now);
-                let rtt = self.out.acknowledged(now, &mut self.rto);
-                self.trace(Event::Acked {
-                    kind: self.out.kind,
-                    seq,
-                    rtt,
-                });
-                match self.phase {
-                    Phase::Opening => self.load(1),
-                    Phase::Data { last } => {
-                        self.stats.bytes += (self.out.len - self.codec.overhead()) as u64;
-                        if last {
-                            // The short block's ack closes the stream (StreamEnd::ShortBlock).
-                            self.phase = Phase::Over;
-                            self.status = Status::Closed;
-                        } else {
-                            self.load(seq + 1);
-                        }
-                    }
-                    Phase::Done => {
-                        self.phase = Phase::Over;
-                        self.status = Status::Closed;
-                    }
-                    Phase::Waiting { .. } | Phase::Over => {}
+            Frame::Ack { seq, .. } if matches!(self.phase, Phase::Waiting { .. }) => {
+                match self.end {
+                    Some(end) if seq < end => self.stale(Kind::Ack, seq),
+                    _ => self.unexpected(),
                 }
             }
-            Frame::Wait { seq } if seq == self.out.seq && self.out.kind == Kind::End => {
-                let probe = self.cfg.rto.max;
+            Frame::Ack { seq, ref sack } => {
+                match self.window.on_ack(now, seq, sack, &mut self.rto) {
+                    Acked::Stale => self.stale(Kind::Ack, seq),
+                    Acked::Future => self.unexpected(),
+                    Acked::Progress {
+                        advanced,
+                        kind,
+                        rtt,
+                        bytes,
+                    } => {
+                        self.last_progress = Some(now);
+                        if advanced {
+                            self.trace(Event::Acked { kind, seq, rtt });
+                        }
+                        self.stats.bytes += bytes;
+                        if self.phase == Phase::Opening {
+                            // Ack 0: the data starts, in a fresh window.
+                            self.window.reset(1);
+                            self.phase = Phase::Streaming;
+                        } else if self.end.is_some_and(|end| seq >= end) {
+                            self.phase = Phase::Over;
+                            self.status = Status::Closed;
+                            return;
+                        }
+                        self.refill();
+                    }
+                }
+            }
+            Frame::Wait { seq }
+                if Some(seq) == self.end
+                    && self.phase != Phase::Opening
+                    && self.window.packet(seq).0 == Kind::End
+                    && self.window.tries(seq) > 0 =>
+            {
                 let rtt = match self.phase {
-                    Phase::Done if self.out.transmitted() => {
-                        self.out.acknowledged(now, &mut self.rto)
+                    Phase::Streaming => {
+                        let (bytes, rtt) = self.window.hold(now, seq, &mut self.rto);
+                        self.stats.bytes += bytes;
+                        rtt
                     }
                     _ => None,
                 };
@@ -275,16 +312,11 @@ impl<C: Codec> Sender<C> {
                     }
                 };
                 self.last_progress = Some(now);
-                // A probe resent meanwhile is answered by this WAIT: nothing to resend.
-                self.out.need_send = false;
-                self.resend_after = None;
                 self.phase = Phase::Waiting {
-                    probe_at: now + probe,
+                    probe_at: now + self.cfg.rto.max,
                     until,
                 };
             }
-            // Ack of something older: the Sorcerer's Apprentice rule says ignore it.
-            Frame::Ack { seq, .. } if seq <= self.out.seq => self.stale(Kind::Ack, seq),
             Frame::Accept(_) => self.stale(Kind::Accept, 0),
             Frame::Error { code, message, .. } => self.fail(
                 TransferError::Remote {
@@ -295,20 +327,24 @@ impl<C: Codec> Sender<C> {
             ),
             // A duplicate REQUEST while the ACCEPT is outstanding: the timer resends it.
             Frame::Request(_) => {}
-            // An ack from the future, or data sent to a sender: never acted on.
-            _ => {
-                self.stats.received -= 1;
-                self.stats.dropped += 1;
-                self.trace(Event::Dropped(WireError::Malformed(
-                    "unexpected packet for a sender",
-                )));
-            }
+            // Data sent to a sender, a WAIT for nothing we sent: never acted on.
+            _ => self.unexpected(),
         }
     }
 
+    /// Ack of something already acknowledged: the Sorcerer's Apprentice rule says
+    /// ignore it.
     fn stale(&mut self, kind: Kind, seq: Seq) {
         self.stats.stale += 1;
         self.trace(Event::Stale { kind, seq });
+    }
+
+    fn unexpected(&mut self) {
+        self.stats.received -= 1;
+        self.stats.dropped += 1;
+        self.trace(Event::Dropped(WireError::Malformed(
+            "unexpected packet for a sender",
+        )));
     }
 
     /// Counts a datagram that failed to decode.
@@ -334,21 +370,24 @@ impl<C: Codec> Sender<C> {
                     true,
                 );
             }
-            if now >= probe_at {
+            if now >= probe_at
+                && let Some(end) = self.end
+            {
                 // Ask again whether it is stored: DONE once more, on its own timer.
-                self.phase = Phase::Done;
-                self.out.need_send = true;
-                self.resend_after = Some(self.cfg.rto.max);
+                self.window.probe(end, self.cfg.rto.max);
+                self.phase = Phase::Streaming;
             }
             return;
         }
-        let since = self.last_progress.or(self.out.first_sent()).unwrap_or(now);
+        let since = self
+            .last_progress
+            .or(self.window.first_sent())
+            .unwrap_or(now);
         match self
-            .out
+            .window
             .expire(now, &mut self.rto, since + self.cfg.give_up)
         {
-            Expiry::NotYet => {}
-            Expiry::Resend { after } => self.resend_after = Some(after),
+            Expiry::NotYet | Expiry::Resend { .. } => {}
             Expiry::GiveUp { tries, over } => self.fail(
                 TransferError::NoAnswer {
                     peer: self.peer,
@@ -363,27 +402,42 @@ impl<C: Codec> Sender<C> {
     /// The next datagram to send, if any. Call until it returns `None`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<&[u8]> {
         if let Some(len) = self.error_out.take() {
-            return Some(&self.packet[..len]);
+            return Some(&self.error[..len]);
         }
-        if self.phase == Phase::Over || !self.out.need_send {
+        if matches!(self.phase, Phase::Over | Phase::Waiting { .. }) {
             return None;
         }
-        self.out.on_transmit(now, &self.rto);
+        let (seq, why) = self.window.next_to_send()?;
+        self.window.on_transmit(seq, now, &self.rto);
         self.stats.sent += 1;
-        let (kind, seq) = (self.out.kind, self.out.seq);
-        let len = self.out.len - self.codec.overhead();
-        if let Some(after) = self.resend_after.take() {
-            self.stats.resent += 1;
-            self.trace(Event::Resent {
+        let (kind, len) = self.window.packet(seq);
+        let payload = len - self.codec.overhead();
+        match why {
+            None => self.trace(Event::Sent {
                 kind,
                 seq,
-                len,
-                after,
-            });
-        } else {
-            self.trace(Event::Sent { kind, seq, len });
+                len: payload,
+            }),
+            Some(Resend::Timeout { after }) => {
+                self.stats.resent += 1;
+                self.trace(Event::Resent {
+                    kind,
+                    seq,
+                    len: payload,
+                    after,
+                });
+            }
+            Some(Resend::Repair) => {
+                self.stats.resent += 1;
+                self.trace(Event::Repaired {
+                    kind,
+                    seq,
+                    len: payload,
+                });
+            }
         }
-        Some(&self.packet[..self.out.len])
+        let at = self.window.index(seq) * self.stride;
+        Some(&self.bufs[at..at + len])
     }
 
     /// When [`Sender::handle_timeout`] should next be called.
@@ -391,7 +445,7 @@ impl<C: Codec> Sender<C> {
         match self.phase {
             Phase::Over => None,
             Phase::Waiting { probe_at, until } => Some(probe_at.min(until)),
-            _ => self.out.deadline(),
+            _ => self.window.deadline(),
         }
     }
 
@@ -415,8 +469,20 @@ impl<C: Codec> Sender<C> {
     /// for want of the ack of DONE has delivered everything; only the confirmation that
     /// the receiver verified and stored it is missing (PROTOCOL.md §4.4).
     pub fn data_acknowledged(&self) -> bool {
-        self.out.kind == Kind::End
-            || (self.status == Status::Closed && self.codec.stream_end() == StreamEnd::ShortBlock)
+        match self.codec.stream_end() {
+            StreamEnd::Explicit => self
+                .end
+                .is_some_and(|end| self.window.una() >= end && self.phase != Phase::Opening),
+            StreamEnd::ShortBlock => self.status == Status::Closed,
+        }
+    }
+    /// The send window granted (1: stop-and-wait).
+    pub fn window(&self) -> u64 {
+        self.window.capacity()
+    }
+    /// The congestion window now, in packets (at most [`Sender::window`]).
+    pub fn cwnd(&self) -> f64 {
+        self.window.cwnd()
     }
     pub fn stats(&self) -> &Stats {
         &self.stats
@@ -446,6 +512,7 @@ fn fill(src: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// WAIT stops DONE's resends: the sender only probes once per RTO ceiling, and
     /// closes on the ACK that follows (no round-trip sample from it).

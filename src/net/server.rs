@@ -57,6 +57,9 @@ pub struct ServerOptions {
     pub io_workers: usize,
     pub verbosity: Verbosity,
     pub trace: bool,
+    /// The largest send window granted to a client that asks for one (PROTOCOL.md
+    /// §4.5); 1 grants none, as a server that predates windows.
+    pub max_window: u16,
 }
 
 impl Default for ServerOptions {
@@ -77,9 +80,13 @@ impl Default for ServerOptions {
             io_workers: 4,
             verbosity: Verbosity::Normal,
             trace: false,
+            max_window: DEFAULT_MAX_WINDOW,
         }
     }
 }
+
+/// The largest send window `udpftd` grants unless told otherwise (PROTOCOL.md §4.5).
+pub const DEFAULT_MAX_WINDOW: u16 = 64;
 
 /// Counters of a server's whole life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -208,6 +215,8 @@ impl Server {
                     give_up: o.idle,
                     linger: Duration::ZERO,
                     trace: o.trace,
+                    window: o.max_window,
+                    ..Config::default()
                 },
                 overwrite: o.overwrite,
                 read_only: o.read_only,
