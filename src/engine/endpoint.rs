@@ -160,6 +160,9 @@ pub enum IoOutcome {
     Refused(ErrorCode, String),
     /// A commit's result.
     Committed(std::io::Result<()>),
+    /// A session's stream, which said it would block, may be read again (a read-ahead
+    /// finished).
+    Ready,
 }
 
 /// How much a log line matters.
@@ -586,6 +589,13 @@ impl ServerEndpoint {
 
     /// The outcome of the file operation `ticket` (an [`IoRequest`]).
     pub fn io_done(&mut self, now: Instant, ticket: SessionId, outcome: IoOutcome) {
+        if let IoOutcome::Ready = outcome {
+            if let Some(e) = self.sessions.get_mut(&ticket) {
+                e.s.io_ready();
+                self.dirty.push_back(ticket);
+            }
+            return;
+        }
         if let IoOutcome::Committed(result) = outcome {
             if let Some(e) = self.sessions.get_mut(&ticket) {
                 e.committing = false;
@@ -614,6 +624,8 @@ impl ServerEndpoint {
                 ServerSession::receive(id, p.peer, p.nonce, p.request_len, p.size, sink, cfg, now),
                 false,
             ),
+            // Only for a started session; taken care of in `io_done`.
+            IoOutcome::Ready => return,
             IoOutcome::Done | IoOutcome::Committed(_) => (
                 ServerSession::answered(id, p.peer, p.nonce, p.request_len, p.op, cfg, now),
                 true,

@@ -327,6 +327,14 @@ impl ServerSession {
         }
     }
 
+    /// The driver's storage may be used again after it said it would block (see
+    /// [`Sender::source_ready`]); harmless at any other time.
+    pub fn io_ready(&mut self) {
+        if let Role::Send(s) = &mut self.role {
+            s.source_ready();
+        }
+    }
+
     /// Abandons the session (server shutdown); the client is sent an ERROR.
     pub fn abort(&mut self, reason: &str) {
         match &mut self.role {

@@ -19,7 +19,7 @@ use super::tap::Tap;
 use crate::engine::{
     Config, EndpointConfig, IoOutcome, IoRequest, LogLevel, RtoConfig, ServerEndpoint,
 };
-use crate::storage::{Root, listing};
+use crate::storage::{Listing, ReadAhead, Root, Schedule};
 use crate::wire::{self, Op, SessionId};
 
 /// How much the server logs on stderr.
@@ -220,12 +220,11 @@ impl Server {
             now,
         );
         let (done_tx, done_rx) = channel::<(SessionId, IoOutcome)>();
-        let jobs = IoPool::start(
-            o.io_workers.max(1),
-            self.root.clone(),
-            done_tx,
-            self.wake_tx.clone(),
-        )?;
+        let done = Done {
+            tx: done_tx,
+            wake: self.wake_tx.clone(),
+        };
+        let jobs = IoPool::start(o.io_workers.max(1), self.root.clone(), done)?;
         let mut buf = vec![0u8; wire::MAX_DATAGRAM];
         let mut out = vec![0u8; wire::MAX_DATAGRAM];
         let mut stopping = false;
@@ -369,23 +368,51 @@ impl Server {
     }
 }
 
+/// A job for an IO worker: a request of the endpoint, or a read-ahead's refill.
+enum Job {
+    Request(IoRequest),
+    Run(Box<dyn FnOnce() + Send>),
+}
+
+/// Reports a completion to the network thread: a channel message and a wake-up byte.
+#[derive(Clone)]
+struct Done {
+    tx: Sender<(SessionId, IoOutcome)>,
+    wake: Arc<OwnedFd>,
+}
+
+impl Done {
+    fn send(&self, ticket: SessionId, outcome: IoOutcome) -> bool {
+        if self.tx.send((ticket, outcome)).is_err() {
+            return false;
+        }
+        let _ = rustix::io::write(&*self.wake, &[1]);
+        true
+    }
+}
+
 /// The IO workers: each takes a file operation, carries it out on the served root and
 /// reports back through a channel, waking the network thread with a byte on a pipe.
 struct IoPool {
-    jobs: Sender<IoRequest>,
+    jobs: Sender<Job>,
 }
 
 impl IoPool {
-    fn start(
-        n: usize,
-        root: Arc<Root>,
-        done: Sender<(SessionId, IoOutcome)>,
-        wake: Arc<OwnedFd>,
-    ) -> io::Result<IoPool> {
-        let (jobs, rx) = channel::<IoRequest>();
-        let rx: Arc<Mutex<Receiver<IoRequest>>> = Arc::new(Mutex::new(rx));
+    fn start(n: usize, root: Arc<Root>, done: Done) -> io::Result<IoPool> {
+        let (jobs, rx) = channel::<Job>();
+        let rx: Arc<Mutex<Receiver<Job>>> = Arc::new(Mutex::new(rx));
+        // Read-aheads schedule their refills on the same workers.
+        let schedule: Schedule = {
+            let jobs = Mutex::new(jobs.clone());
+            Arc::new(move |run| {
+                if let Ok(j) = jobs.lock() {
+                    let _ = j.send(Job::Run(run));
+                }
+            })
+        };
         for i in 0..n {
-            let (rx, root, done, wake) = (rx.clone(), root.clone(), done.clone(), wake.clone());
+            let (rx, root, done, schedule) =
+                (rx.clone(), root.clone(), done.clone(), schedule.clone());
             std::thread::Builder::new()
                 .name(format!("udpft-io-{i}"))
                 .spawn(move || {
@@ -394,12 +421,16 @@ impl IoPool {
                             Ok(r) => r.recv(),
                             Err(_) => return,
                         };
-                        let Ok(job) = job else { return };
-                        let (ticket, outcome) = carry_out(&root, job);
-                        if done.send((ticket, outcome)).is_err() {
-                            return;
+                        match job {
+                            Err(_) => return,
+                            Ok(Job::Run(run)) => run(),
+                            Ok(Job::Request(req)) => {
+                                let (ticket, outcome) = carry_out(&root, req, &schedule, &done);
+                                if !done.send(ticket, outcome) {
+                                    return;
+                                }
+                            }
                         }
-                        let _ = rustix::io::write(&*wake, &[1]);
                     }
                 })?;
         }
@@ -408,12 +439,34 @@ impl IoPool {
 
     fn send(&self, job: IoRequest) {
         // The workers live as long as the pool: a send cannot fail while it runs.
-        let _ = self.jobs.send(job);
+        let _ = self.jobs.send(Job::Request(job));
     }
 }
 
+/// `source` behind a read-ahead on the workers, its first chunk read already; the
+/// session `ticket` is told when a refill lands.
+fn read_ahead(
+    source: Box<dyn io::Read + Send>,
+    ticket: SessionId,
+    schedule: &Schedule,
+    done: &Done,
+) -> Box<dyn io::Read + Send> {
+    let done = done.clone();
+    let ready = Arc::new(move || {
+        done.send(ticket, IoOutcome::Ready);
+    });
+    let ra = ReadAhead::new(source, schedule.clone(), ready);
+    ra.prefetch();
+    Box::new(ra)
+}
+
 /// One file operation on the served root.
-fn carry_out(root: &Root, job: IoRequest) -> (SessionId, IoOutcome) {
+fn carry_out(
+    root: &Arc<Root>,
+    job: IoRequest,
+    schedule: &Schedule,
+    done: &Done,
+) -> (SessionId, IoOutcome) {
     match job {
         IoRequest::Open {
             ticket,
@@ -426,15 +479,17 @@ fn carry_out(root: &Root, job: IoRequest) -> (SessionId, IoOutcome) {
                 Op::Get => match root.open_file(&name) {
                     Ok(src) => {
                         let size = src.size();
-                        IoOutcome::Send(Box::new(src), size)
+                        let src = read_ahead(Box::new(src.unbuffered()), ticket, schedule, done);
+                        IoOutcome::Send(src, size)
                     }
                     Err(r) => IoOutcome::Refused(r.code, r.message),
                 },
-                Op::List => match listing(root, &name) {
-                    Ok(text) => {
-                        let size = text.len() as u64;
-                        IoOutcome::Send(Box::new(io::Cursor::new(text)), size)
-                    }
+                // Streamed, so its length is not known in advance (PROTOCOL.md §3.2).
+                Op::List => match Listing::open(root.clone(), &name) {
+                    Ok(list) => IoOutcome::Send(
+                        read_ahead(Box::new(list), ticket, schedule, done),
+                        wire::UNKNOWN_SIZE,
+                    ),
                     Err(r) => IoOutcome::Refused(r.code, r.message),
                 },
                 Op::Put => match root.create(&name, overwrite) {
