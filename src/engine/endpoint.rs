@@ -133,6 +133,9 @@ pub enum IoRequest {
         ticket: SessionId,
         sink: Box<dyn Sink + Send>,
     },
+    /// Drop an upload that ended unstored (closing, or removing, its temporary file).
+    /// Nothing is reported back.
+    Discard { sink: Box<dyn Sink + Send> },
 }
 
 impl std::fmt::Debug for IoRequest {
@@ -144,6 +147,7 @@ impl std::fmt::Debug for IoRequest {
                 write!(f, "Open({ticket:016x}, {}, {name:?})", op.name())
             }
             IoRequest::Commit { ticket, .. } => write!(f, "Commit({ticket:016x})"),
+            IoRequest::Discard { .. } => write!(f, "Discard"),
         }
     }
 }
@@ -748,7 +752,11 @@ impl ServerEndpoint {
                 held_back: e.s.held_back,
             });
         }
-        // Dropping the session drops its sink: an unfinished upload leaves nothing.
+        // An unfinished upload leaves nothing: its sink is dropped (the temporary file
+        // closed, or unlinked) on an IO worker.
+        if let Some(sink) = e.s.take_sink() {
+            self.io.push_back(IoRequest::Discard { sink });
+        }
     }
 
     /// Fires due timers and retires sessions that are over.

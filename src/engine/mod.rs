@@ -96,6 +96,8 @@ pub struct Stats {
     pub bad_checksum: u64,
     /// Payload bytes delivered in order (sent and acknowledged, or received and written).
     pub bytes: u64,
+    /// DATA left unacknowledged because the storage was behind (its sender resends).
+    pub deferred: u64,
 }
 
 impl Stats {
@@ -109,6 +111,7 @@ impl Stats {
         self.dropped += other.dropped;
         self.bad_checksum += other.bad_checksum;
         self.bytes += other.bytes;
+        self.deferred += other.deferred;
     }
 }
 

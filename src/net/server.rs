@@ -425,7 +425,11 @@ impl IoPool {
                             Err(_) => return,
                             Ok(Job::Run(run)) => run(),
                             Ok(Job::Request(req)) => {
-                                let (ticket, outcome) = carry_out(&root, req, &schedule, &done);
+                                let Some((ticket, outcome)) =
+                                    carry_out(&root, req, &schedule, &done)
+                                else {
+                                    continue;
+                                };
                                 if !done.send(ticket, outcome) {
                                     return;
                                 }
@@ -460,14 +464,15 @@ fn read_ahead(
     Box::new(ra)
 }
 
-/// One file operation on the served root.
+/// One file operation on the served root, and what to report (a discard reports
+/// nothing).
 fn carry_out(
     root: &Arc<Root>,
     job: IoRequest,
     schedule: &Schedule,
     done: &Done,
-) -> (SessionId, IoOutcome) {
-    match job {
+) -> Option<(SessionId, IoOutcome)> {
+    Some(match job {
         IoRequest::Open {
             ticket,
             op,
@@ -492,8 +497,10 @@ fn carry_out(
                     ),
                     Err(r) => IoOutcome::Refused(r.code, r.message),
                 },
+                // Writes that would wait for the disk are refused instead, and the
+                // receiver leaves that block unacknowledged for now.
                 Op::Put => match root.create(&name, overwrite) {
-                    Ok(f) => IoOutcome::Store(Box::new(f)),
+                    Ok(f) => IoOutcome::Store(Box::new(f.nonblocking())),
                     Err(r) => IoOutcome::Refused(r.code, r.message),
                 },
                 Op::Delete => match root.delete(&name) {
@@ -509,5 +516,10 @@ fn carry_out(
             drop(sink);
             (ticket, IoOutcome::Committed(stored))
         }
-    }
+        // Closes (or removes) the temporary file here, off the network thread.
+        IoRequest::Discard { sink } => {
+            drop(sink);
+            return None;
+        }
+    })
 }
