@@ -169,6 +169,16 @@ pub enum IoOutcome {
     Ready,
 }
 
+/// One line for the server's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: LogLevel,
+    /// The peer and session id the line is about, if it is about one session.
+    pub session: Option<(SocketAddr, SessionId)>,
+    /// The text, escaped (it may quote what a client sent).
+    pub text: String,
+}
+
 /// How much a log line matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
@@ -242,7 +252,7 @@ pub struct ServerEndpoint {
     /// Datagrams that belong to no session (RETRYs, refusals).
     stateless: VecDeque<(SocketAddr, Vec<u8>)>,
     io: VecDeque<IoRequest>,
-    logs: VecDeque<(LogLevel, String)>,
+    logs: VecDeque<LogLine>,
     ended: VecDeque<Ended>,
     events: VecDeque<(SocketAddr, SessionId, Event)>,
     mode: Mode,
@@ -288,7 +298,20 @@ impl ServerEndpoint {
     }
 
     fn log(&mut self, level: LogLevel, text: String) {
-        self.logs.push_back((level, text));
+        self.logs.push_back(LogLine {
+            level,
+            session: None,
+            text,
+        });
+    }
+
+    /// A log line about session `id` with `peer`.
+    fn log_session(&mut self, level: LogLevel, peer: SocketAddr, id: SessionId, text: String) {
+        self.logs.push_back(LogLine {
+            level,
+            session: Some((peer, id)),
+            text,
+        });
     }
 
     fn trace(&mut self, peer: SocketAddr, id: SessionId, e: Event) {
@@ -665,13 +688,17 @@ impl ServerEndpoint {
         let mut s = s;
         s.mark_validated();
         if answered {
-            self.log(
+            self.log_session(
                 LogLevel::Normal,
+                p.peer,
+                id,
                 format!("{} {} '{}': ok", p.peer, p.op.name(), p.path),
             );
         }
-        self.log(
+        self.log_session(
             LogLevel::Verbose,
+            p.peer,
+            id,
             format!(
                 "{} {} '{}': session {id:016x} started, block size {}",
                 p.peer,
@@ -726,7 +753,7 @@ impl ServerEndpoint {
             self.events.push_back((peer, id, ev));
         }
         if let Some(l) = line {
-            self.log(LogLevel::Normal, l);
+            self.log_session(LogLevel::Normal, peer, id, l);
         }
     }
 
@@ -742,7 +769,7 @@ impl ServerEndpoint {
         }
         if !e.logged {
             let l = session_line(&e, now, self.cfg.log_rtt);
-            self.log(LogLevel::Normal, l);
+            self.log_session(LogLevel::Normal, e.s.peer(), id, l);
         }
         if self.cfg.keep_outcomes {
             self.ended.push_back(Ended {
@@ -837,7 +864,7 @@ impl ServerEndpoint {
     }
 
     /// The next log line, with its level.
-    pub fn poll_log(&mut self) -> Option<(LogLevel, String)> {
+    pub fn poll_log(&mut self) -> Option<LogLine> {
         self.logs.pop_front()
     }
 

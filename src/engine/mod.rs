@@ -40,7 +40,7 @@ pub use crate::rto::RtoConfig;
 pub use crate::wire::ErrorCode;
 pub use client::{ClientSession, Job};
 pub use endpoint::{
-    Ended, EndpointConfig, EndpointStats, IoOutcome, IoRequest, LogLevel, ServerEndpoint,
+    Ended, EndpointConfig, EndpointStats, IoOutcome, IoRequest, LogLevel, LogLine, ServerEndpoint,
 };
 pub use event::Event;
 pub use receiver::Receiver;

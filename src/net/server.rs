@@ -5,6 +5,11 @@
 //! hands each [`IoRequest`] to a worker and waits, in one `poll(2)`, for the socket and
 //! for a worker's (or a stop request's) wake-up byte on a pipe. An idle server sleeps
 //! until something happens: no periodic wake-up.
+//!
+//! Everything it has to say goes through [`tracing`] (target `udpftd`): a session's lines
+//! and packet trace inside a span named `session` with the fields `peer` and `id`, so a
+//! program that embeds the server captures them with its own subscriber. `udpftd`
+//! prints each event's message as one line on stderr.
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};
@@ -17,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::tap::Tap;
 use crate::engine::{
-    Config, EndpointConfig, IoOutcome, IoRequest, LogLevel, RtoConfig, ServerEndpoint,
+    Config, EndpointConfig, IoOutcome, IoRequest, LogLevel, LogLine, RtoConfig, ServerEndpoint,
 };
 use crate::storage::{Listing, ReadAhead, Root, Schedule};
 use crate::wire::{self, Op, SessionId};
@@ -191,7 +196,10 @@ impl Server {
             .spawn(move || {
                 let n = crate::storage::sweep_tree(handle.as_fd()).unwrap_or(0);
                 if n > 0 && verbosity >= Verbosity::Normal {
-                    eprintln!("udpftd: removed {n} temporary file(s) left by interrupted uploads");
+                    tracing::info!(
+                        target: "udpftd",
+                        "removed {n} temporary file(s) left by interrupted uploads"
+                    );
                 }
             })?;
         let now = Instant::now();
@@ -229,8 +237,9 @@ impl Server {
         let mut out = vec![0u8; wire::MAX_DATAGRAM];
         let mut stopping = false;
         let verbosity = o.verbosity;
-        // When each traced session was first seen, for the times on its trace lines.
-        let mut started: std::collections::HashMap<SessionId, Instant> = Default::default();
+        // Each session's span, and when it was first seen (for the times on its trace
+        // lines); forgotten whenever the server is idle.
+        let mut spans = Spans::default();
         loop {
             let now = Instant::now();
             while let Ok((ticket, outcome)) = done_rx.try_recv() {
@@ -248,7 +257,7 @@ impl Server {
                     Ok(_) if let Some(t) = &mut tap => t.sent(now, self.local, to, &out[..n]),
                     Ok(_) => {}
                     Err(e) if verbosity >= Verbosity::Verbose => {
-                        eprintln!("udpftd: sending to {to}: {e}");
+                        tracing::debug!(target: "udpftd", "sending to {to}: {e}");
                     }
                     Err(_) => {}
                 }
@@ -260,24 +269,18 @@ impl Server {
                 // Timed from the session's first event, as the client's lines are from
                 // its request (PROTOCOL.md §9); escaped, for an ERROR carries the
                 // client's text.
-                let t0 = *started.entry(id).or_insert(now);
+                let (t0, span) = spans.get(now, peer, id);
                 let t = now.saturating_duration_since(t0).as_secs_f64() * 1e3;
                 let ev = crate::text::sanitize(&ev.to_string()).into_owned();
-                eprintln!("udpftd: {t:>9.3} ms  {peer} {id:016x}: {ev}");
+                span.in_scope(|| {
+                    tracing::trace!(target: "udpftd", "{t:>9.3} ms  {peer} {id:016x}: {ev}");
+                });
             }
-            while let Some((level, text)) = ep.poll_log() {
-                let shown = match level {
-                    LogLevel::Normal => Verbosity::Normal,
-                    LogLevel::Verbose => Verbosity::Verbose,
-                };
-                // --trace shows everything that happens, dropped datagrams included.
-                if verbosity >= shown || (o.trace && verbosity > Verbosity::Quiet) {
-                    let mut err = io::stderr().lock();
-                    let _ = writeln!(err, "udpftd: {text}");
-                }
+            while let Some(line) = ep.poll_log() {
+                emit(&line, &mut spans, now, verbosity, o.trace);
             }
             if ep.is_idle() {
-                started.clear();
+                spans.clear();
             }
             if ep.is_finished(now) {
                 break;
@@ -290,19 +293,20 @@ impl Server {
             self.wait(deadline, &mut buf, &mut ep, &mut tap)?;
         }
         if let Some(Err(e)) = tap.take().map(Tap::finish) {
-            eprintln!("udpftd: writing the capture failed: {e}");
+            tracing::error!(target: "udpftd", "writing the capture failed: {e}");
         }
         let now = Instant::now();
         ep.close(now);
-        while let Some((level, text)) = ep.poll_log() {
-            if level == LogLevel::Normal && verbosity >= Verbosity::Normal {
-                eprintln!("udpftd: {text}");
+        while let Some(line) = ep.poll_log() {
+            if line.level == LogLevel::Normal {
+                emit(&line, &mut spans, now, verbosity, false);
             }
         }
         let s = ep.stats();
         if verbosity >= Verbosity::Verbose {
-            eprintln!(
-                "udpftd: served {} session(s), refused {}, {} address check(s), dropped {} malformed and {} unroutable datagram(s)",
+            tracing::debug!(
+                target: "udpftd",
+                "served {} session(s), refused {}, {} address check(s), dropped {} malformed and {} unroutable datagram(s)",
                 s.sessions, s.refused, s.retries, s.malformed, s.unrouted
             );
         }
@@ -359,12 +363,60 @@ impl Server {
                 // An ICMP error for an earlier send, or the like: keep serving.
                 Err(e) => {
                     if self.opts.verbosity >= Verbosity::Verbose {
-                        eprintln!("udpftd: socket: {e}");
+                        tracing::debug!(target: "udpftd", "socket: {e}");
                     }
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// The `session` span of each session seen since the server was last idle, and when
+/// it was first seen.
+#[derive(Default)]
+struct Spans(std::collections::HashMap<SessionId, (Instant, tracing::Span)>);
+
+impl Spans {
+    fn get(&mut self, now: Instant, peer: SocketAddr, id: SessionId) -> (Instant, tracing::Span) {
+        self.0
+            .entry(id)
+            .or_insert_with(|| {
+                let span = tracing::info_span!(
+                    target: "udpftd",
+                    "session",
+                    %peer,
+                    id = %format_args!("{id:016x}")
+                );
+                (now, span)
+            })
+            .clone()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// Emits one of the endpoint's log lines, if `verbosity` (or `trace`, which shows
+/// everything that happens, dropped datagrams included) asks for it: one-session lines
+/// inside that session's span.
+fn emit(line: &LogLine, spans: &mut Spans, now: Instant, verbosity: Verbosity, trace: bool) {
+    let shown = match line.level {
+        LogLevel::Normal => Verbosity::Normal,
+        LogLevel::Verbose => Verbosity::Verbose,
+    };
+    if verbosity < shown && !(trace && verbosity > Verbosity::Quiet) {
+        return;
+    }
+    let text = &line.text;
+    let log = || match line.level {
+        LogLevel::Normal => tracing::info!(target: "udpftd", "{text}"),
+        LogLevel::Verbose => tracing::debug!(target: "udpftd", "{text}"),
+    };
+    match line.session {
+        Some((peer, id)) => spans.get(now, peer, id).1.in_scope(log),
+        None => log(),
     }
 }
 
