@@ -39,6 +39,16 @@ enum Phase {
 /// A slot of the reorder buffer that holds nothing.
 const EMPTY: u32 = u32::MAX;
 
+/// What became of a block handed to the sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    Yes,
+    /// The storage would block: not written, to be offered again.
+    Deferred,
+    /// The transfer failed (and the peer is told).
+    Failed,
+}
+
 /// Receives one stream, writing each new block exactly once, in order, to a [`Sink`].
 ///
 /// Guarantees: a block is written only once every block before it has been, and never
@@ -76,6 +86,8 @@ pub struct Receiver<C: Codec = Udpft> {
     /// In-order blocks not acknowledged yet, and when the ack is due at the latest.
     unacked: u64,
     ack_at: Option<Instant>,
+    /// When to offer the blocks kept ahead to a storage that would block, again.
+    retry_at: Option<Instant>,
     /// The stream's length as announced at its start, or [`UNKNOWN_SIZE`].
     announced: u64,
     length: u64,
@@ -159,6 +171,7 @@ impl<C: Codec> Receiver<C> {
             end_ahead: None,
             unacked: 0,
             ack_at: None,
+            retry_at: None,
             announced: UNKNOWN_SIZE,
             length: 0,
             crc: crc32fast::Hasher::new(),
@@ -254,6 +267,13 @@ impl<C: Codec> Receiver<C> {
         }
     }
 
+    /// The sink, if the receiver still holds it (an upload that ended without being
+    /// stored): the driver discards it where file operations belong, not on the
+    /// network thread.
+    pub fn take_sink(&mut self) -> Option<Box<dyn Sink + Send>> {
+        self.sink.take()
+    }
+
     /// The outcome of storing the sink handed out by [`Receiver::poll_commit`]: on
     /// success DONE is acknowledged (and the receiver lingers), on failure the sender
     /// is told. Ignored unless committing.
@@ -330,32 +350,18 @@ impl<C: Codec> Receiver<C> {
             }
             Frame::Data { seq, payload } if receiving && seq == self.expected => {
                 let filled_gap = self.ahead_count > 0;
-                if !self.deliver(now, seq, payload) {
+                if self.window > 1 && self.held[(seq % self.window) as usize] != EMPTY {
+                    // Kept already (the storage was busy when it came in order): this
+                    // is a copy; the kept one is offered again.
+                    self.stats.duplicates += 1;
+                    self.trace(Event::Duplicate {
+                        kind: Kind::Data,
+                        seq,
+                    });
+                } else if self.deliver(now, seq, payload) != Taken::Yes {
                     return;
                 }
-                // Blocks kept ahead that are now in order.
-                while self.phase == Phase::Receiving {
-                    let i = (self.expected % self.window) as usize;
-                    if self.window > 1 && self.held[i] != EMPTY {
-                        let len = self.held[i] as usize;
-                        self.held[i] = EMPTY;
-                        self.ahead_count -= 1;
-                        let block = std::mem::take(&mut self.ahead);
-                        let ok = self.deliver(now, self.expected, &block[i * self.block..][..len]);
-                        self.ahead = block;
-                        if !ok {
-                            return;
-                        }
-                    } else if let Some((e, length, crc)) = self.end_ahead
-                        && e == self.expected
-                    {
-                        self.end_ahead = None;
-                        self.end(now, e, length, crc);
-                        break;
-                    } else {
-                        break;
-                    }
-                }
+                self.drain(now);
                 if self.phase == Phase::Receiving {
                     // Stop-and-wait acknowledges every block; a window, a quarter of
                     // it at a time, or at once when there was a gap.
@@ -447,22 +453,75 @@ impl<C: Codec> Receiver<C> {
         self.stats.received += 1;
     }
 
-    /// Writes block `seq`, the next expected one; false if the transfer failed. A short
-    /// block that ends the stream (in an encoding that ends so) starts the commit.
-    fn deliver(&mut self, now: Instant, seq: Seq, payload: &[u8]) -> bool {
+    /// Writes the blocks kept ahead that are now in order, and acts on an end kept
+    /// ahead once everything before it is in. Storage that would block leaves the rest
+    /// kept, to be tried again after the ack delay.
+    fn drain(&mut self, now: Instant) {
+        self.retry_at = None;
+        while self.phase == Phase::Receiving {
+            let i = (self.expected % self.window) as usize;
+            if self.window > 1 && self.held[i] != EMPTY {
+                let len = self.held[i] as usize;
+                let block = std::mem::take(&mut self.ahead);
+                let taken = self.deliver(now, self.expected, &block[i * self.block..][..len]);
+                self.ahead = block;
+                match taken {
+                    Taken::Yes => {
+                        self.held[i] = EMPTY;
+                        self.ahead_count -= 1;
+                    }
+                    Taken::Deferred => {
+                        self.retry_at = Some(now + self.cfg.ack_delay);
+                        return;
+                    }
+                    Taken::Failed => return,
+                }
+            } else if let Some((e, length, crc)) = self.end_ahead
+                && e == self.expected
+            {
+                self.end_ahead = None;
+                self.end(now, e, length, crc);
+                return;
+            } else {
+                return;
+            }
+        }
+    }
+
+    /// Writes block `seq`, the next expected one. A short block that ends the stream
+    /// (in an encoding that ends so) starts the commit. Storage that would block (its
+    /// buffers are all being written) leaves the block untaken: not written, not
+    /// acknowledged (PROTOCOL.md §4.2), so the sender resends it (or, kept ahead, it is
+    /// tried again).
+    fn deliver(&mut self, now: Instant, seq: Seq, payload: &[u8]) -> Taken {
         let got = self.length + payload.len() as u64;
         if self.announced != UNKNOWN_SIZE && got > self.announced {
             let announced = self.announced;
             self.fail(TransferError::Announced { announced, got }, true);
-            return false;
+            return Taken::Failed;
         }
         let Some(sink) = self.sink.as_mut() else {
             self.unexpected("data after the sink was handed over");
-            return false;
+            return Taken::Failed;
         };
-        if let Err(e) = sink.write_all(payload) {
-            self.fail(TransferError::io("writing the received file", &e), true);
-            return false;
+        match sink.write(payload) {
+            Ok(n) if n == payload.len() => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.stats.deferred += 1;
+                self.trace(Event::Deferred { seq });
+                return Taken::Deferred;
+            }
+            Ok(n) => {
+                // A sink that takes part of a block takes the rest in turn.
+                if let Err(e) = sink.write_all(&payload[n..]) {
+                    self.fail(TransferError::io("writing the received file", &e), true);
+                    return Taken::Failed;
+                }
+            }
+            Err(e) => {
+                self.fail(TransferError::io("writing the received file", &e), true);
+                return Taken::Failed;
+            }
         }
         if let Some((s, at)) = self.newest_ack
             && s == seq - 1
@@ -493,11 +552,11 @@ impl<C: Codec> Receiver<C> {
             if self.announced != UNKNOWN_SIZE && self.length != self.announced {
                 let (announced, got) = (self.announced, self.length);
                 self.fail(TransferError::Announced { announced, got }, true);
-                return false;
+                return Taken::Failed;
             }
             self.commit(seq);
         }
-        true
+        Taken::Yes
     }
 
     /// The end `seq` arrived and everything before it: verify it, then commit.
@@ -553,6 +612,14 @@ impl<C: Codec> Receiver<C> {
     /// Sends a held-back acknowledgement, ends the linger, or fails the transfer if
     /// the sender has been silent too long.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.phase == Phase::Receiving && self.retry_at.is_some_and(|t| now >= t) {
+            self.retry_at = None;
+            let before = self.expected;
+            self.drain(now);
+            if self.expected != before && self.phase == Phase::Receiving {
+                self.queue_ack(now, true);
+            }
+        }
         if self.phase == Phase::Receiving && self.ack_at.is_some_and(|t| now >= t) {
             self.queue_ack(now, true);
         }
@@ -588,10 +655,14 @@ impl<C: Codec> Receiver<C> {
     /// When [`Receiver::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Receiving => {
-                let give_up = self.last_progress + self.cfg.give_up;
-                Some(self.ack_at.map_or(give_up, |t| t.min(give_up)))
-            }
+            Phase::Receiving => [
+                Some(self.last_progress + self.cfg.give_up),
+                self.ack_at,
+                self.retry_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
             Phase::Lingering { until } => Some(until),
             Phase::Committing { .. } | Phase::Over => None,
         }
@@ -632,6 +703,7 @@ mod tests {
     use super::*;
     use crate::engine::NullSink;
     use crate::wire::{Datagram, Message};
+    use std::io;
 
     fn encode(d: Datagram) -> Vec<u8> {
         let mut b = vec![0; d.wire_len()];
@@ -667,6 +739,139 @@ mod tests {
         let mut sink = r.poll_commit().expect("DONE was verified");
         let stored = sink.commit();
         r.commit_done(now, stored);
+    }
+
+    /// A sink that would block (the storage is behind) leaves the block untaken and
+    /// unacknowledged; the sender's resend is then taken as new, once.
+    #[test]
+    fn a_sink_that_would_block_defers_the_block_unacknowledged() {
+        struct Busy(u32, Vec<u8>);
+        impl io::Write for Busy {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                if self.0 > 0 {
+                    self.0 -= 1;
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                self.1.extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        impl Sink for Busy {
+            fn commit(&mut self) -> io::Result<()> {
+                assert_eq!(self.1, b"xy");
+                Ok(())
+            }
+        }
+        let now = Instant::now();
+        let cfg = Config::default();
+        let mut r = Receiver::new(
+            7,
+            "127.0.0.1:9".parse().unwrap(),
+            Box::new(Busy(1, Vec::new())),
+            cfg,
+            RtoEstimator::new(cfg.rto),
+            None,
+            now,
+        );
+        while r.poll_transmit(now).is_some() {}
+        feed(&mut r, now, 1, Message::Data(b"xy"));
+        assert!(r.poll_transmit(now).is_none(), "not acknowledged");
+        assert_eq!(r.stats().deferred, 1);
+        feed(&mut r, now, 1, Message::Data(b"xy"));
+        let ack = r.poll_transmit(now).expect("acknowledged now");
+        assert_eq!(Datagram::parse(ack).unwrap().seq, 1);
+        assert_eq!(r.stats().duplicates, 0, "taken as new, once");
+        feed(
+            &mut r,
+            now,
+            2,
+            Message::Done {
+                length: 2,
+                crc: crc32fast::hash(b"xy"),
+            },
+        );
+        store(&mut r, now);
+        assert_eq!(*r.status(), Status::Complete);
+    }
+
+    /// With a window, a block kept ahead is never dropped when the storage would block:
+    /// it stays kept, is offered again after the ack delay, and a copy the sender
+    /// resends meanwhile is taken for what it is (never written twice, never mistaken
+    /// for a later block that lands in the same slot).
+    #[test]
+    fn a_kept_block_waits_for_a_busy_storage_and_is_not_lost() {
+        /// Blocks its second write only.
+        struct Busy(u32, Vec<u8>);
+        impl io::Write for Busy {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0 += 1;
+                if self.0 == 2 {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                self.1.extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        impl Sink for Busy {
+            fn commit(&mut self) -> io::Result<()> {
+                assert_eq!(self.1, b"aabbcc");
+                Ok(())
+            }
+        }
+        let now = Instant::now();
+        let cfg = Config {
+            window: 4,
+            ..Config::default()
+        };
+        let mut r = Receiver::new(
+            7,
+            "127.0.0.1:9".parse().unwrap(),
+            Box::new(Busy(0, Vec::new())),
+            cfg,
+            RtoEstimator::new(cfg.rto),
+            None,
+            now,
+        );
+        while r.poll_transmit(now).is_some() {}
+        // The acknowledgement queued: its number and its bitmap (empty: none).
+        let ack = |r: &mut Receiver| {
+            let d = Datagram::parse(r.poll_transmit(now).unwrap()).unwrap();
+            match d.message {
+                Message::Sack(b) => (d.seq, b.to_vec()),
+                Message::Ack => (d.seq, vec![]),
+                m => panic!("{m:?}"),
+            }
+        };
+        feed(&mut r, now, 2, Message::Data(b"bb"));
+        assert_eq!(ack(&mut r), (0, vec![0x40]));
+        // 1 is written, 2 (kept) finds the storage busy: still kept, still acknowledged.
+        feed(&mut r, now, 1, Message::Data(b"aa"));
+        // (Block 2 is what the cumulative number waits for: no bit can say it is kept.)
+        assert_eq!(ack(&mut r), (1, vec![]));
+        assert_eq!(r.stats().deferred, 1);
+        // The sender resends 2 meanwhile: a copy of the kept one; the storage takes it.
+        feed(&mut r, now, 2, Message::Data(b"bb"));
+        assert_eq!(ack(&mut r), (2, vec![]));
+        assert_eq!(r.stats().duplicates, 1);
+        assert_eq!(
+            r.poll_timeout(),
+            Some(now + cfg.give_up),
+            "nothing left to retry"
+        );
+        // Blocks 3 to 6 use the same slots again: nothing stale is left in them.
+        let retry = now + cfg.ack_delay;
+        r.handle_timeout(retry);
+        feed(&mut r, retry, 3, Message::Data(b"cc"));
+        let crc = crc32fast::hash(b"aabbcc");
+        feed(&mut r, retry, 4, Message::Done { length: 6, crc });
+        store(&mut r, retry);
+        assert_eq!(*r.status(), Status::Complete);
     }
 
     /// Found in review: `seq + 1` on a DONE numbered u64::MAX overflowed (a panic in

@@ -60,6 +60,11 @@ pub struct Sender<C: Codec = Udpft> {
     /// The stream's length as announced (ACCEPT or REQUEST), or [`UNKNOWN_SIZE`].
     announced: u64,
     length: u64,
+    /// Bytes of the next block already in its slot, read before the source would block.
+    pending: usize,
+    /// The source said it would block (a read-ahead on an IO worker is under way): no
+    /// block is loaded until [`Sender::source_ready`]; what is in the window still goes.
+    starved: bool,
     crc: crc32fast::Hasher,
     /// When the last new acknowledgement came (or the sender started): the give-up
     /// time counts from here.
@@ -123,6 +128,8 @@ impl<C: Codec> Sender<C> {
             rto,
             announced: opening.map_or(UNKNOWN_SIZE, |a| a.size),
             length: 0,
+            pending: 0,
+            starved: false,
             crc: crc32fast::Hasher::new(),
             last_progress: None,
             error,
@@ -157,23 +164,39 @@ impl<C: Codec> Sender<C> {
         self.announced = announced;
     }
 
-    /// Loads blocks while the window has room and the stream has not ended.
+    /// Loads blocks while the window has room, the stream has not ended and the source
+    /// has not said it would block.
     fn refill(&mut self) {
-        while self.phase == Phase::Streaming && self.end.is_none() && self.window.has_room() {
+        while self.phase == Phase::Streaming
+            && !self.starved
+            && self.end.is_none()
+            && self.window.has_room()
+        {
             self.load();
         }
     }
 
-    /// Reads the next block straight into its slot's datagram, or prepares the end.
+    /// Reads the next block straight into its slot's datagram, or prepares the end. A
+    /// source that would block parks the loading (`starved`) with what it gave so far
+    /// kept in the slot; what is already in the window goes on being sent and resent.
     fn load(&mut self) {
         let seq = self.window.next_seq();
         let at = self.window.index(seq) * self.stride;
         let buf = &mut self.bufs[at..at + self.stride];
         let off = self.codec.data_offset();
-        let n = match fill(&mut self.source, &mut buf[off..off + self.block]) {
-            Ok(n) => n,
-            Err(e) => return self.fail(TransferError::io("reading the file to send", &e), true),
+        let from = off + self.pending;
+        let n = match fill(&mut self.source, &mut buf[from..off + self.block]) {
+            (n, Ok(())) => self.pending + n,
+            (n, Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.pending += n;
+                self.starved = true;
+                return;
+            }
+            (_, Err(e)) => {
+                return self.fail(TransferError::io("reading the file to send", &e), true);
+            }
         };
+        self.pending = 0;
         let short_ends = self.codec.stream_end() == StreamEnd::ShortBlock;
         let ended = if short_ends { n < self.block } else { n == 0 };
         let known = self.announced != UNKNOWN_SIZE;
@@ -353,6 +376,15 @@ impl<C: Codec> Sender<C> {
         self.trace(Event::Dropped(e));
     }
 
+    /// The source that made this sender wait (a read that would block) may be read
+    /// again: loading resumes where it stopped. Harmless at any other time.
+    pub fn source_ready(&mut self) {
+        if self.starved {
+            self.starved = false;
+            self.refill();
+        }
+    }
+
     /// Checks the retransmission timer. Calling it early is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.phase == Phase::Over {
@@ -495,18 +527,19 @@ impl<C: Codec> Sender<C> {
     }
 }
 
-/// Reads until `buf` is full or the source ends; returns the bytes read.
-fn fill(src: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads until `buf` is full or the source ends; returns the bytes read, and the
+/// error that stopped it early (`WouldBlock` included) if any.
+fn fill(src: &mut dyn Read, buf: &mut [u8]) -> (usize, io::Result<()>) {
     let mut n = 0;
     while n < buf.len() {
         match src.read(&mut buf[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return (n, Err(e)),
         }
     }
-    Ok(n)
+    (n, Ok(()))
 }
 
 #[cfg(test)]
@@ -558,6 +591,164 @@ mod tests {
         answer(&mut s, next + Duration::from_millis(5), ack(2));
         assert_eq!(*s.status(), Status::Closed);
         assert_eq!(s.stats().resent, 1);
+    }
+
+    /// A source that would block parks the sender: nothing is sent (no resend, no
+    /// timer), a copy of the last ack is stale, and `source_ready` sends the block with
+    /// the bytes read before and after the wait.
+    #[test]
+    fn a_source_that_would_block_parks_the_sender() {
+        /// Yields "ab", then would block until `open`, then "cd", then ends.
+        struct Gate {
+            step: u32,
+            open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        }
+        impl Read for Gate {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.step += 1;
+                match self.step {
+                    1 => {
+                        buf[..2].copy_from_slice(b"ab");
+                        Ok(2)
+                    }
+                    2 if !self.open.load(std::sync::atomic::Ordering::SeqCst) => {
+                        self.step -= 1;
+                        Err(io::ErrorKind::WouldBlock.into())
+                    }
+                    2 => {
+                        buf[..2].copy_from_slice(b"cd");
+                        Ok(2)
+                    }
+                    _ => Ok(0),
+                }
+            }
+        }
+        let peer = "127.0.0.1:9".parse().unwrap();
+        let cfg = Config {
+            block_size: 4,
+            ..Config::default()
+        };
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let t0 = Instant::now();
+        let accept = Accept {
+            nonce: 1,
+            op: crate::engine::frame::Op::Get,
+            block_size: 4,
+            size: 4,
+            window: 1,
+        };
+        let mut s = Sender::new(
+            7,
+            peer,
+            Box::new(Gate {
+                step: 0,
+                open: open.clone(),
+            }),
+            cfg,
+            RtoEstimator::new(cfg.rto),
+            Some(accept),
+        );
+        let ack = |s: &mut Sender, at: Instant, seq: Seq| {
+            let mut b = [0u8; 64];
+            let f = Frame::Ack {
+                seq,
+                sack: crate::engine::frame::Sack::NONE,
+            };
+            let n = Udpft.encode(7, &f, &mut b).unwrap();
+            s.handle_datagram(at, &b[..n]);
+        };
+        assert!(s.poll_transmit(t0).is_some()); // ACCEPT
+        ack(&mut s, t0 + Duration::from_millis(1), 0);
+        assert!(s.poll_transmit(t0).is_none(), "starved: nothing to send");
+        assert_eq!(s.poll_timeout(), None, "no timer while starved");
+        ack(&mut s, t0 + Duration::from_millis(2), 0);
+        assert_eq!(s.stats().stale, 1, "a copy of ack 0 is stale");
+        s.source_ready(); // still blocked: harmless
+        assert!(s.poll_transmit(t0).is_none());
+        open.store(true, std::sync::atomic::Ordering::SeqCst);
+        s.source_ready();
+        let d = s.poll_transmit(t0 + Duration::from_millis(3)).unwrap();
+        let d = crate::wire::Datagram::parse(d).unwrap();
+        assert_eq!(d.seq, 1);
+        assert!(matches!(d.message, crate::wire::Message::Data(p) if p == b"abcd"));
+        assert_eq!(s.stats().resent, 0);
+    }
+
+    /// With a window, a source that would block only stops the loading: what is in the
+    /// window still goes, is acknowledged and resent on its timer; `source_ready`
+    /// resumes the loading.
+    #[test]
+    fn a_windowed_sender_keeps_its_window_going_while_starved() {
+        /// Four blocks of 8 bytes, then would block until `open`, then four more.
+        struct Gate {
+            given: u32,
+            open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        }
+        impl Read for Gate {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.given == 4 && !self.open.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                if self.given == 8 {
+                    return Ok(0);
+                }
+                self.given += 1;
+                buf[..8].fill(self.given as u8);
+                Ok(8)
+            }
+        }
+        let peer = "127.0.0.1:9".parse().unwrap();
+        let cfg = Config {
+            block_size: 8,
+            window: 8,
+            ..Config::default()
+        };
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let src = Gate {
+            given: 0,
+            open: open.clone(),
+        };
+        let t0 = Instant::now();
+        let mut s = Sender::new(
+            7,
+            peer,
+            Box::new(src),
+            cfg,
+            RtoEstimator::new(cfg.rto),
+            None,
+        );
+        let mut sent = vec![];
+        while let Some(b) = s.poll_transmit(t0) {
+            sent.push(crate::wire::Datagram::parse(b).unwrap().seq);
+        }
+        assert_eq!(sent, [1, 2, 3, 4], "four loaded, then starved");
+        // Starved, the timer still runs for what is in flight: 3 and 4 are resent.
+        let ack = Frame::Ack {
+            seq: 2,
+            sack: crate::engine::frame::Sack::NONE,
+        };
+        s.handle(t0 + Duration::from_millis(1), &ack);
+        let due = s.poll_timeout().expect("a timer for 3 and 4");
+        s.handle_timeout(due);
+        let mut again = vec![];
+        while let Some(b) = s.poll_transmit(due) {
+            again.push(crate::wire::Datagram::parse(b).unwrap().seq);
+        }
+        assert_eq!(again, [3, 4]);
+        assert_eq!(s.stats().resent, 2);
+        open.store(true, std::sync::atomic::Ordering::SeqCst);
+        s.source_ready();
+        let mut more = vec![];
+        while let Some(b) = s.poll_transmit(due) {
+            more.push(crate::wire::Datagram::parse(b).unwrap().seq);
+        }
+        // Blocks 5 to 8 and DONE 9, as far as the congestion window (halved by the
+        // timeout) allows: at least one, in order.
+        assert!(
+            !more.is_empty() && more.windows(2).all(|w| w[1] == w[0] + 1),
+            "{more:?}"
+        );
+        assert_eq!(more[0], 5);
     }
 
     /// A source longer or shorter than announced fails the transfer (with an ERROR for
