@@ -19,8 +19,9 @@
 //!   a resend (the Sorcerer's Apprentice rule).
 //! - **One timer** (RFC 6298 §5): armed when a packet goes out and none is running,
 //!   restarted when an ACK acknowledges something new, stopped when nothing is in
-//!   flight. When it expires, every packet in flight is deemed lost, the timeout backs
-//!   off, and the window halves.
+//!   flight. When it expires, the oldest packet in flight is resent, the timeout backs
+//!   off, and the window halves; if the others were lost too, the acknowledgement of
+//!   that resend shows it (they were sent before it) and they are repaired at once.
 //! - **Round trips by Karn's rule**: a sample only from the newest packet an ACK newly
 //!   acknowledges, and only if that packet was sent exactly once.
 //! - **Responding to loss** (RFC 8085 §3.1): `cwnd` starts at
@@ -262,19 +263,22 @@ impl SendWindow {
     }
 
     /// The packet to send now, if the window allows one: a lost packet first (oldest
-    /// first), then the next new one, each only while fewer than `cwnd` are in flight.
+    /// first), then the next new one, each only while fewer than `cwnd` are in flight
+    /// (except the resend of a timeout, which goes at once).
     pub fn next_to_send(&self) -> Option<(Seq, Option<Resend>)> {
-        if (self.in_flight as f64) >= self.cwnd.floor().max(1.0) {
-            return None;
-        }
+        let room = (self.in_flight as f64) < self.cwnd.floor().max(1.0);
         if self.lost > 0 {
             for seq in self.una..self.next_unsent {
-                if let State::Lost(why) = self.slot(seq).state {
-                    return Some((seq, Some(why)));
+                match self.slot(seq).state {
+                    // The one resend a timeout asks for goes whatever is in flight: the
+                    // timer is re-armed by it.
+                    State::Lost(why @ Resend::Timeout { .. }) => return Some((seq, Some(why))),
+                    State::Lost(why) if room => return Some((seq, Some(why))),
+                    _ => {}
                 }
             }
         }
-        (self.next_unsent < self.next).then_some((self.next_unsent, None))
+        (room && self.next_unsent < self.next).then_some((self.next_unsent, None))
     }
 
     /// Records that `seq` went out at `now`, and arms the timer if none runs.
@@ -327,6 +331,7 @@ impl SendWindow {
         }
         // The newest packet this ACK newly acknowledges (Karn: sample only from it).
         let mut newest: Option<Slot> = None;
+        let mut newest_once: Option<Slot> = None;
         let mut bytes = 0u64;
         let mut delivered = 0u64;
         let advanced = cum >= self.una;
@@ -341,6 +346,9 @@ impl SendWindow {
             if s.state != State::Sacked {
                 delivered += 1;
                 newest = newer(newest, s);
+                if s.tries == 1 {
+                    newest_once = newer(newest_once, s);
+                }
             }
             bytes += s.payload as u64;
             self.una += 1;
@@ -358,6 +366,9 @@ impl SendWindow {
                     _ => self.lost -= 1,
                 }
                 newest = newer(newest, s);
+                if s.tries == 1 {
+                    newest_once = newer(newest_once, s);
+                }
                 self.slot_mut(seq).state = State::Sacked;
                 newly_sacked += 1;
             }
@@ -384,11 +395,15 @@ impl SendWindow {
             }
             _ => None,
         };
+        // What was delivered, for repairs: the newest packet sent once, if the ACK
+        // acknowledges one. A resent packet is ambiguous (the ACK may be for an earlier
+        // copy, after a stall), so it counts only when nothing sent once came with it —
+        // as when a whole window was lost and only the timeout's resend got through.
         if let Some(Slot {
             order,
             sent_at: Some(at),
             ..
-        }) = newest
+        }) = newest_once.or(newest)
             && self.rack.is_none_or(|(o, _)| order > o)
         {
             self.rack = Some((order, at));
@@ -440,9 +455,9 @@ impl SendWindow {
         }
     }
 
-    /// Checks the timer at `now`. On expiry the estimator backs off, every packet in
-    /// flight is deemed lost (to be resent in order) and the window halves, unless
-    /// `give_up_at` (the last progress plus the give-up time) has passed.
+    /// Checks the timer at `now`. On expiry the estimator backs off, the oldest packet
+    /// in flight is resent and the window halves, unless `give_up_at` (the last
+    /// progress plus the give-up time) has passed.
     pub fn expire(&mut self, now: Instant, rto: &mut RtoEstimator, give_up_at: Instant) -> Expiry {
         let Some(deadline) = self.deadline else {
             return Expiry::NotYet;
@@ -460,14 +475,17 @@ impl SendWindow {
             };
         }
         rto.back_off();
-        for seq in self.una..self.next_unsent {
+        // The oldest packet in flight goes again (RFC 6298 §5.4). The others are not
+        // presumed lost: a stall (a descheduled peer) loses nothing, and if they were
+        // lost, the acknowledgement of this resend shows it and they are repaired then.
+        if let Some(seq) =
+            (self.una..self.next_unsent).find(|&q| self.slot(q).state == State::InFlight)
+        {
             let s = *self.slot(seq);
-            if s.state == State::InFlight {
-                let after = now.saturating_duration_since(s.sent_at.unwrap_or(first));
-                self.slot_mut(seq).state = State::Lost(Resend::Timeout { after });
-                self.in_flight -= 1;
-                self.lost += 1;
-            }
+            let after = now.saturating_duration_since(s.sent_at.unwrap_or(first));
+            self.slot_mut(seq).state = State::Lost(Resend::Timeout { after });
+            self.in_flight -= 1;
+            self.lost += 1;
         }
         if self.cap > 1 {
             self.cwnd = (self.cwnd / 2.0).max(1.0);
@@ -655,5 +673,47 @@ mod tests {
         ));
         assert_eq!(w.deadline(), None);
         assert_eq!(w.tries(2), 2);
+    }
+
+    /// After a timeout, an ACK that also acknowledges packets sent once is taken for
+    /// what it most likely is — the peer was only slow — and repairs nothing; an ACK of
+    /// the timeout's resend alone means the rest were lost too, and repairs them.
+    #[test]
+    fn a_timeout_resend_is_evidence_only_when_it_came_alone() {
+        let t0 = Instant::now();
+        let us = |n| Duration::from_micros(n);
+        for alone in [false, true] {
+            let mut r = rto();
+            r.sample(us(200));
+            let mut w = SendWindow::new(8, 1);
+            for _ in 0..4 {
+                w.push(Kind::Data, 10, 10);
+            }
+            assert_eq!(send_all(&mut w, t0, &r).len(), 4);
+            let due = w.deadline().unwrap();
+            assert!(matches!(
+                w.expire(due, &mut r, due + Duration::from_secs(30)),
+                Expiry::Resend { .. }
+            ));
+            assert_eq!(
+                send_all(&mut w, due, &r),
+                [(1, Some(Resend::Timeout { after: due - t0 }))]
+            );
+            let cum = if alone { 1 } else { 3 };
+            w.on_ack(due + us(300), cum, &Sack::NONE, &mut r);
+            let sent = send_all(&mut w, due + us(300), &r);
+            if alone {
+                assert_eq!(
+                    sent,
+                    [
+                        (2, Some(Resend::Repair)),
+                        (3, Some(Resend::Repair)),
+                        (4, Some(Resend::Repair))
+                    ]
+                );
+            } else {
+                assert!(sent.is_empty(), "{sent:?}");
+            }
+        }
     }
 }
