@@ -357,10 +357,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let any: SocketAddr = if addr.is_ipv4() {
-        "127.0.0.1:0".parse().unwrap()
-    } else {
-        "[::1]:0".parse().unwrap()
+    // The client's own address: loopback for a loopback server, any address otherwise
+    // (bench/lan pings across an emulated link).
+    let any: SocketAddr = match (addr.is_ipv4(), addr.ip().is_loopback()) {
+        (true, true) => "127.0.0.1:0".parse().unwrap(),
+        (true, false) => "0.0.0.0:0".parse().unwrap(),
+        (false, true) => "[::1]:0".parse().unwrap(),
+        (false, false) => "[::]:0".parse().unwrap(),
     };
     match o.role {
         Role::Server => {

@@ -72,6 +72,11 @@ pub struct Receiver<C: Codec = Udpft> {
     window: u64,
     /// In-order blocks after which an acknowledgement goes out at once.
     ack_every: u64,
+    /// Blocks kept ahead after which one goes out at once (the first always does).
+    sack_every: u64,
+    /// Blocks kept ahead since the last acknowledgement (0: none yet, so the next one
+    /// is acknowledged at once).
+    ahead_unacked: u64,
     /// What acknowledges packet 0: ack 0 (a client's get) or the ACCEPT (a server's put).
     opening: Option<Accept>,
     expected: Seq,
@@ -160,6 +165,8 @@ impl<C: Codec> Receiver<C> {
             block,
             window,
             ack_every: window.div_ceil(4),
+            sack_every: window.div_ceil(16),
+            ahead_unacked: 0,
             opening: match opening {
                 OpeningAck::Accept(a) => Some(a),
                 _ => None,
@@ -239,6 +246,8 @@ impl<C: Codec> Receiver<C> {
             .encode(self.session, &frame, &mut self.reply)
             .ok();
         self.unacked = 0;
+        // Blocks already kept count as past the gap: the next one waits its turn.
+        self.ahead_unacked = u64::from(self.ahead_count > 0);
         self.ack_at = None;
         if self.window > 1 {
             return;
@@ -396,8 +405,15 @@ impl<C: Codec> Receiver<C> {
                     len: payload.len(),
                     expected: self.expected,
                 });
-                // A gap: say at once what arrived, so the sender repairs only the hole.
-                self.queue_ack(now, false);
+                // A gap: say what arrived, so the sender repairs only the hole — at once
+                // for the first block past it since the last ack, then every few (each
+                // ACK costs both sides a packet's work), or after the ack delay.
+                if self.ahead_unacked == 0 || self.ahead_unacked + 1 >= self.sack_every {
+                    self.queue_ack(now, false);
+                } else {
+                    self.ahead_unacked += 1;
+                    self.ack_at.get_or_insert(now + self.cfg.ack_delay);
+                }
             }
             Frame::End {
                 seq, length, crc, ..
