@@ -13,7 +13,7 @@
 //!   arrived is never resent.
 //! - **Repair without a timeout** (after RACK, RFC 8985): a packet is deemed lost,
 //!   and resent at once, when a packet sent at least a reordering allowance *after*
-//!   it (half the smallest round trip seen) has been acknowledged, cumulatively or
+//!   it (a quarter of the smallest round trip seen) has been acknowledged, cumulatively or
 //!   selectively. Only new information can do that: an ACK that acknowledges nothing
 //!   new (a duplicate, a stale one) is ignored before any of this, so it never causes
 //!   a resend (the Sorcerer's Apprentice rule).
@@ -411,7 +411,8 @@ impl SendWindow {
         // RFC 6298 §5.2–5.3: restart the timer for what is still in flight.
         self.deadline = (self.in_flight > 0).then(|| now + rto.rto());
         self.grow(delivered);
-        let allowance = rto.min_rtt().unwrap_or(rto.config().min) / 2;
+        // RFC 8985's reordering window: a quarter of the smallest round trip.
+        let allowance = rto.min_rtt().unwrap_or(rto.config().min) / 4;
         self.detect_losses(allowance);
         Acked::Progress {
             advanced,
