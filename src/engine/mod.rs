@@ -29,6 +29,7 @@ mod receiver;
 mod retransmit;
 mod sender;
 mod server;
+pub mod tftp;
 
 use std::io;
 use std::net::SocketAddr;

@@ -1,0 +1,7 @@
+//! TFTP's decisions, sans-IO: what a server grants of a request's options, what a
+//! client accepts of an OACK ([`negotiate`]). The packet format is in
+//! [`crate::tftp_wire`]; TFTP.md is the specification.
+
+pub mod negotiate;
+
+pub use negotiate::{Asked, Direction, Granted, Limits, OackError, check_oack, negotiate};
