@@ -56,8 +56,9 @@ pub struct Granted {
     /// The client's `timeout`, when granted: its retransmission interval. udpft keeps
     /// its adaptive timeout and never waits longer than this between resends.
     pub timeout: Option<Duration>,
-    /// The transfer size: for a read, the size announced in the OACK; for a write,
-    /// the size the client announced (in octet mode, where it is the byte count).
+    /// The transfer size: for a read, the size announced in the OACK (a non-empty
+    /// file, octet mode); for a write, the size the client announced (octet mode,
+    /// where it is the byte count).
     pub tsize: Option<u64>,
     pub rollover: Rollover,
     /// The OACK's options, exactly the granted ones. Empty: send no OACK (RFC 1350
@@ -145,8 +146,10 @@ pub fn negotiate(
                 .inspect(|&v| g.timeout = Some(Duration::from_secs(v)))
         } else if first(k.tsize) {
             // Netascii's size on the wire is not the file's: no tsize in that mode.
+            // An empty file's tsize is left out: curl (7.88) takes "tsize 0" in an
+            // OACK for invalid and aborts (TFTP.md §2.4).
             match (mode, direction, o.number()) {
-                (Mode::Octet, Direction::Read { size: Some(s) }, Some(_)) => {
+                (Mode::Octet, Direction::Read { size: Some(s) }, Some(_)) if s > 0 => {
                     g.tsize = Some(s);
                     Some(s)
                 }
@@ -436,17 +439,15 @@ mod tests {
         let g = negotiate(
             &b.options(),
             Mode::Octet,
-            Direction::Read { size: Some(0) },
+            Direction::Read { size: Some(1) },
             LIMITS,
         );
-        assert_eq!(oack_pairs(&g), [("tsize".into(), "0".into())]);
-        let g = negotiate(
-            &b.options(),
-            Mode::Octet,
-            Direction::Read { size: None },
-            LIMITS,
-        );
-        assert!(g.oack.is_empty());
+        assert_eq!(oack_pairs(&g), [("tsize".into(), "1".into())]);
+        // Unknown size, or an empty file: not granted.
+        for size in [None, Some(0)] {
+            let g = negotiate(&b.options(), Mode::Octet, Direction::Read { size }, LIMITS);
+            assert!(g.oack.is_empty() && g.tsize.is_none());
+        }
         let b = opts(&[("tsize", "4096")]);
         let g = negotiate(&b.options(), Mode::Octet, Direction::Write, LIMITS);
         assert_eq!(g.tsize, Some(4096));
