@@ -3,5 +3,6 @@
 //! [`crate::tftp_wire`]; TFTP.md is the specification.
 
 pub mod negotiate;
+pub mod request;
 
 pub use negotiate::{Asked, Direction, Granted, Limits, OackError, check_oack, negotiate};
