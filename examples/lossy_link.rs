@@ -78,7 +78,7 @@ fn main() {
         let what = l
             .fate
             .packet
-            .map_or("datagram".to_string(), |(k, s)| packet_label(k, s));
+            .map_or("datagram".to_string(), |(k, s)| packet_label(k.into(), s));
         lines.push((
             l.at,
             1,

@@ -14,10 +14,11 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::engine::Event;
+use crate::engine::Kind;
 use crate::link::{Fate, Way, ms};
 use crate::rto::{RtoConfig, RtoEstimator};
 use crate::sim::SimOutcome;
-use crate::wire::{Kind, Op};
+use crate::wire::Op;
 
 /// The two columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +97,7 @@ pub fn packet_label(kind: Kind, seq: u64) -> String {
         Kind::Accept => "ACCEPT",
         Kind::Data => "DATA",
         Kind::Ack => "ACK",
-        Kind::Done => "DONE",
+        Kind::End => "DONE",
         Kind::Error => "ERROR",
         Kind::Retry => "RETRY",
         Kind::Wait => "WAIT",
@@ -260,7 +261,7 @@ impl Diagram {
                 }
                 Event::Verified { .. } => {
                     let seq = last_data + 1;
-                    seen(&mut d, false, packet_label(Kind::Done, seq), "");
+                    seen(&mut d, false, packet_label(Kind::End, seq), "");
                     d.event(at, side, e, &mut timer);
                     seen(&mut d, true, packet_label(Kind::Ack, seq), "");
                 }
@@ -291,7 +292,7 @@ impl Diagram {
     fn packet(&mut self, at: Duration, way: Way, fate: &Fate) {
         let label = fate
             .packet
-            .map_or("datagram".to_string(), |(k, s)| packet_label(k, s));
+            .map_or("datagram".to_string(), |(k, s)| packet_label(k.into(), s));
         if fate.is_lost() {
             self.rows.push(Row::Packet {
                 at,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use udpft::engine::{ClientSession, Config, Job, Receiver, Sender, ServerSession};
+use udpft::engine::{ClientSession, Codec, Config, Job, Receiver, Sender, ServerSession, Udpft};
 use udpft::rto::RtoEstimator;
 use udpft::wire::{self, Accept, Datagram, ErrorCode, Message, Op, Request};
 
@@ -161,11 +161,11 @@ proptest! {
         let mut v = ServerSession::receive(7, peer, 5, 256, 500, Box::new(Vec::new()), cfg, now);
         for b in &ds {
             now += Duration::from_millis(3);
-            let d = Datagram::parse(b).unwrap();
-            s.handle(now, &d);
-            r.handle(now, &d);
+            s.handle_datagram(now, b);
+            r.handle_datagram(now, b);
             c.handle_datagram(now, b);
-            v.handle(now, peer, &d, b.len());
+            let (key, f) = Udpft.decode(b, 0).unwrap();
+            v.handle(now, peer, key, &f, b.len());
             s.handle_timeout(now);
             r.handle_timeout(now);
             c.handle_timeout(now);

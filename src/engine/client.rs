@@ -6,10 +6,12 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::codec::{Codec, Udpft};
+use super::frame::{Accept, Frame, Kind, Op, Request, SessionId};
 use super::retransmit::{Expiry, Outstanding};
 use super::{Config, Event, Receiver, Sender, Sink, Stats, Status, TransferError};
 use crate::rto::RtoEstimator;
-use crate::wire::{self, Accept, Datagram, Kind, Message, Op, Request, SessionId};
+use crate::wire;
 
 /// What the client wants done, with the data source or sink it needs.
 pub enum Job {
@@ -96,23 +98,21 @@ impl ClientSession {
             Job::Put(_, size) => *size,
             _ => 0,
         };
-        let d = Datagram {
-            session: nonce,
-            seq: 0,
-            message: Message::Request(Request {
-                token: None,
-                op,
-                block_size: cfg
-                    .block_size
-                    .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE),
-                size,
-                name,
-            }),
-        };
-        let mut packet = vec![0; d.wire_len()];
-        let len = d
-            .emit(&mut packet)
+        let request = Frame::Request(Request {
+            token: None,
+            op,
+            block_size: cfg
+                .block_size
+                .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE),
+            size,
+            name,
+            window: 1,
+        });
+        let mut packet = vec![0; wire::MAX_DATAGRAM];
+        let len = Udpft
+            .encode(nonce, &request, &mut packet)
             .expect("a checked request always encodes");
+        packet.truncate(len);
         Ok(ClientSession {
             nonce,
             peer,
@@ -150,7 +150,7 @@ impl ClientSession {
 
     /// Feeds in one datagram received from the server's address.
     pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8]) {
-        let d = match Datagram::parse(bytes) {
+        let (session, f) = match Udpft.decode(bytes, 0) {
             Ok(d) => d,
             Err(e) => {
                 match &mut self.phase {
@@ -165,9 +165,9 @@ impl ClientSession {
             }
         };
         match &mut self.phase {
-            Phase::Requesting { .. } => self.handle_handshake(now, &d),
-            Phase::Sending(s) if d.session == s.session() => s.handle(now, &d),
-            Phase::Receiving(r) if d.session == r.session() => r.handle(now, &d),
+            Phase::Requesting { .. } => self.handle_handshake(now, session, &f),
+            Phase::Sending(s) if session == s.session() => s.handle(now, &f),
+            Phase::Receiving(r) if session == r.session() => r.handle(now, &f),
             _ => self.foreign(),
         }
     }
@@ -177,12 +177,12 @@ impl ClientSession {
         self.trace(Event::Foreign);
     }
 
-    fn handle_handshake(&mut self, now: Instant, d: &Datagram) {
-        match d.message {
+    fn handle_handshake(&mut self, now: Instant, session: SessionId, f: &Frame) {
+        match *f {
             // The server checks our address before it opens anything (PROTOCOL.md §4.3):
             // the same request again, now carrying its token. A second RETRY (the
             // server restarted, or our token expired) is answered the same way.
-            Message::Retry(token) if d.session == self.nonce => {
+            Frame::Retry(token) if session == self.nonce => {
                 self.stats.received += 1;
                 let Phase::Requesting {
                     packet,
@@ -193,32 +193,25 @@ impl ClientSession {
                 else {
                     unreachable!()
                 };
-                let Ok(Datagram {
-                    message: Message::Request(req),
-                    ..
-                }) = Datagram::parse(&packet[..out.len])
-                else {
-                    unreachable!("our own request parses")
+                let Ok((_, Frame::Request(req))) = Udpft.decode(&packet[..out.len], 0) else {
+                    unreachable!("our own request decodes")
                 };
-                let again = Datagram {
-                    session: self.nonce,
-                    seq: 0,
-                    message: Message::Request(Request {
-                        token: Some(token),
-                        ..req
-                    }),
-                };
-                let mut next = vec![0; again.wire_len()];
-                let len = again
-                    .emit(&mut next)
+                let again = Frame::Request(Request {
+                    token: Some(token),
+                    ..req
+                });
+                let mut next = vec![0; wire::MAX_DATAGRAM];
+                let len = Udpft
+                    .encode(self.nonce, &again, &mut next)
                     .expect("a checked request always encodes");
+                next.truncate(len);
                 let rtt = out.acknowledged(now, &mut self.rto);
                 *packet = next;
                 *out = Outstanding::new(Kind::Request, 0, len);
                 *resend_after = None;
                 self.trace(Event::Retried { rtt });
             }
-            Message::Accept(a) if a.nonce == self.nonce && d.session != 0 => {
+            Frame::Accept(a) if a.nonce == self.nonce && session != 0 => {
                 if a.op != self.op || a.block_size > self.cfg.block_size.max(wire::MIN_BLOCK_SIZE) {
                     return self.fail(TransferError::Protocol {
                         peer: self.peer,
@@ -236,7 +229,7 @@ impl ClientSession {
                     seq: 0,
                     rtt,
                 });
-                self.accepted = Some((d.session, a));
+                self.accepted = Some((session, a));
                 let cfg = Config {
                     block_size: a.block_size,
                     ..self.cfg
@@ -244,12 +237,12 @@ impl ClientSession {
                 let rto = self.rto.clone();
                 self.phase = match job {
                     Job::Get(sink) | Job::List(sink) => {
-                        let mut r = Receiver::new(d.session, self.peer, sink, cfg, rto, None, now);
+                        let mut r = Receiver::new(session, self.peer, sink, cfg, rto, None, now);
                         r.expect_length(a.size);
                         Phase::Receiving(r)
                     }
                     Job::Put(source, size) => {
-                        let mut s = Sender::new(d.session, self.peer, source, cfg, rto, None);
+                        let mut s = Sender::new(session, self.peer, source, cfg, rto, None);
                         s.announce_length(size);
                         Phase::Sending(s)
                     }
@@ -259,7 +252,7 @@ impl ClientSession {
                     }
                 };
             }
-            Message::Error { code, message } if d.session == self.nonce => {
+            Frame::Error { code, message, .. } if session == self.nonce => {
                 self.stats.received += 1;
                 self.fail(TransferError::Remote {
                     code,

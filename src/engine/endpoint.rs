@@ -42,9 +42,11 @@ use std::time::{Duration, Instant};
 
 use rand::{RngExt, SeedableRng};
 
+use super::codec::{Codec, Udpft};
+use super::frame::{ErrorCode, Frame, Op, Request, SessionId, Token};
 use super::{Config, Event, ServerSession, Sink, Status, TransferError, reject};
 use crate::text::{escape, sanitize};
-use crate::wire::{self, Datagram, ErrorCode, Message, Op, Request, SessionId, TOKEN_LEN, Token};
+use crate::wire::{self, TOKEN_LEN};
 
 /// How long a RETRY's token is good for. Shorter than [`super::server::ANSWER_LINGER`],
 /// so that a replayed delete or exit always finds its answered session.
@@ -347,7 +349,7 @@ impl ServerEndpoint {
 
     /// Feeds in one datagram that reached the server's port from `from`.
     pub fn handle(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        let d = match Datagram::parse(bytes) {
+        let (session, f) = match Udpft.decode(bytes, 0) {
             Ok(d) => d,
             Err(e) => {
                 self.stats.malformed += 1;
@@ -359,20 +361,20 @@ impl ServerEndpoint {
             }
         };
         // PROTOCOL.md §6.2: a REQUEST is routed by (address, nonce), anything else by id.
-        let Message::Request(req) = d.message else {
-            match self.sessions.get_mut(&d.session) {
+        let Frame::Request(req) = f else {
+            match self.sessions.get_mut(&session) {
                 Some(e) => {
-                    e.s.handle(now, from, &d, bytes.len());
+                    e.s.handle(now, from, session, &f, bytes.len());
                     // A verified DONE: storing starts now, before anything is sent, so
                     // a driver that stores at once acknowledges without a WAIT.
                     if let Some(sink) = e.s.poll_commit() {
                         e.committing = true;
                         self.io.push_back(IoRequest::Commit {
-                            ticket: d.session,
+                            ticket: session,
                             sink,
                         });
                     }
-                    self.dirty.push_back(d.session);
+                    self.dirty.push_back(session);
                 }
                 None => {
                     self.stats.unrouted += 1;
@@ -384,15 +386,15 @@ impl ServerEndpoint {
             }
             return;
         };
-        if let Some(&id) = self.by_nonce.get(&(from, d.session)) {
+        if let Some(&id) = self.by_nonce.get(&(from, session)) {
             // A resent REQUEST: its session answers again; a pending one is still opening.
             if let Some(e) = self.sessions.get_mut(&id) {
-                e.s.handle(now, from, &d, bytes.len());
+                e.s.handle(now, from, session, &f, bytes.len());
                 self.dirty.push_back(id);
             }
             return;
         }
-        self.request(now, from, d.session, &req, bytes.len());
+        self.request(now, from, session, &req, bytes.len());
     }
 
     fn refuse(
@@ -449,12 +451,9 @@ impl ServerEndpoint {
         if !proven {
             let issued = now.saturating_duration_since(self.epoch).as_millis() as u64;
             let t = self.token(from, nonce, req.op, issued);
-            let d = Datagram {
-                session: nonce,
-                seq: 0,
-                message: Message::Retry(t),
-            };
-            let n = d.emit(&mut self.scratch).expect("a RETRY always encodes");
+            let n = Udpft
+                .encode(nonce, &Frame::Retry(t), &mut self.scratch)
+                .expect("a RETRY always encodes");
             self.stateless.push_back((from, self.scratch[..n].to_vec()));
             self.stats.retries += 1;
             self.trace(from, nonce, Event::RetrySent);

@@ -5,7 +5,8 @@ use std::fmt;
 use std::time::Duration;
 
 use super::TransferError;
-use crate::wire::{Kind, Seq, WireError};
+use super::frame::{Kind, Seq};
+use crate::wire::WireError;
 
 /// One thing that happened in a session. [`fmt::Display`] gives the trace line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,16 +59,7 @@ pub enum Event {
 }
 
 pub(crate) fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Request => "request",
-        Kind::Accept => "accept",
-        Kind::Data => "data",
-        Kind::Ack => "ack",
-        Kind::Done => "done",
-        Kind::Error => "error",
-        Kind::Retry => "retry",
-        Kind::Wait => "wait",
-    }
+    kind.word()
 }
 
 /// The payload size of a DATA, in parentheses; other packets' sizes say nothing useful.
@@ -119,7 +111,7 @@ impl fmt::Display for Event {
             },
             Event::Acked { kind, seq, rtt } => {
                 let what = match kind {
-                    Kind::Done => " (done acknowledged: transfer complete)",
+                    Kind::End => " (done acknowledged: transfer complete)",
                     _ => "",
                 };
                 match rtt {
@@ -141,7 +133,7 @@ impl fmt::Display for Event {
                 // Only data is ever written: the other packets say what was kept instead.
                 let why = match kind {
                     Kind::Data => " (not written twice)",
-                    Kind::Done => " (already verified and stored)",
+                    Kind::End => " (already verified and stored)",
                     Kind::Accept | Kind::Request => " (our acknowledgement was lost)",
                     _ => "",
                 };
@@ -215,10 +207,10 @@ mod tests {
             "duplicate data #4 acknowledged again (not written twice)"
         );
         assert_eq!(
-            dup(Kind::Done),
+            dup(Kind::End),
             "duplicate done #4 acknowledged again (already verified and stored)"
         );
-        assert!(!dup(Kind::Done).contains("written"));
+        assert!(!dup(Kind::End).contains("written"));
         assert!(!dup(Kind::Accept).contains("written"));
         assert!(!dup(Kind::Request).contains("written"));
     }

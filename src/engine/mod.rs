@@ -14,8 +14,11 @@
 //! ```
 //!
 //! Layers, bottom up:
-//! - [`Sender`] and [`Receiver`]: one stop-and-wait stream (sequence numbers, timers,
-//!   duplicates, the DONE close). They make the protocol's decisions.
+//! - [`Frame`] and [`Codec`]: the state machines decide on frames; a codec turns them
+//!   into one encoding's bytes and back ([`Udpft`] is udpft's own; see [`codec`] for
+//!   how a second encoding plugs in).
+//! - [`Sender`] and [`Receiver`]: one stream (sequence numbers, timers, duplicates,
+//!   the close), generic over the codec. They make the protocol's decisions.
 //! - [`ClientSession`] and [`ServerSession`]: the handshake around a stream, and the
 //!   server's anti-amplification budget.
 //!
@@ -23,8 +26,10 @@
 //! with the file.
 
 mod client;
+pub mod codec;
 pub mod endpoint;
 mod event;
+pub mod frame;
 mod receiver;
 mod retransmit;
 mod sender;
@@ -40,11 +45,13 @@ use thiserror::Error;
 pub use crate::rto::RtoConfig;
 pub use crate::wire::ErrorCode;
 pub use client::{ClientSession, Job};
+pub use codec::{Codec, StreamEnd, Udpft};
 pub use endpoint::{
     Ended, EndpointConfig, EndpointStats, IoOutcome, IoRequest, LogLevel, ServerEndpoint,
 };
 pub use event::Event;
-pub use receiver::Receiver;
+pub use frame::{Accept, Frame, Kind, Request, Sack};
+pub use receiver::{OpeningAck, Receiver};
 pub use sender::Sender;
 pub use server::{ServerSession, reject};
 
@@ -264,22 +271,20 @@ pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
 }
 
 /// Encodes the ERROR that tells the peer why this side failed; `None` if `buf` is too small.
-pub(crate) fn encode_error(
-    session: crate::wire::SessionId,
-    seq: crate::wire::Seq,
+pub(crate) fn encode_error<C: Codec>(
+    codec: &C,
+    session: frame::SessionId,
+    seq: frame::Seq,
     e: &TransferError,
     buf: &mut [u8],
 ) -> Option<usize> {
     let msg = e.to_string();
-    let d = crate::wire::Datagram {
-        session,
+    let f = Frame::Error {
         seq,
-        message: crate::wire::Message::Error {
-            code: e.wire_code(),
-            message: truncate_utf8(&msg, crate::wire::MAX_MESSAGE_LEN),
-        },
+        code: e.wire_code(),
+        message: truncate_utf8(&msg, codec.max_message_len()),
     };
-    d.emit(buf).ok()
+    codec.encode(session, &f, buf).ok()
 }
 
 pub(crate) fn count_drop(stats: &mut Stats, e: crate::wire::WireError) {

@@ -4,9 +4,22 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::codec::{Codec, StreamEnd, Udpft};
+use super::frame::{Accept, Frame, Kind, Sack, Seq, SessionId, UNKNOWN_SIZE};
 use super::{Config, Event, Sink, Stats, Status, TransferError};
 use crate::rto::RtoEstimator;
-use crate::wire::{self, Accept, Datagram, Kind, Message, Seq, SessionId};
+use crate::wire::{self, WireError};
+
+/// How a receiver acknowledges packet 0, the opening of the stream, when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpeningAck {
+    /// ACK 0: a client that has just received the ACCEPT of its get.
+    Ack,
+    /// This ACCEPT: a server answering a put.
+    Accept(Accept),
+    /// Nothing: the stream starts with DATA 1 unasked (TFTP's RRQ without options).
+    Nothing,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -31,7 +44,8 @@ enum Phase {
 /// ([`Receiver::poll_commit`], [`Receiver::commit_done`]); until then DONE is answered
 /// with WAIT if the answer goes out before the commit is done; a receiver never sends
 /// anything on a timer (the sender's timer drives all resends).
-pub struct Receiver {
+pub struct Receiver<C: Codec = Udpft> {
+    codec: C,
     session: SessionId,
     peer: SocketAddr,
     /// Where the data goes; handed to the driver to commit once DONE is verified.
@@ -41,7 +55,7 @@ pub struct Receiver {
     /// What acknowledges packet 0: ack 0 (a client's get) or the ACCEPT (a server's put).
     opening: Option<Accept>,
     expected: Seq,
-    /// The stream's length as announced at its start, or [`wire::UNKNOWN_SIZE`].
+    /// The stream's length as announced at its start, or [`UNKNOWN_SIZE`].
     announced: u64,
     length: u64,
     crc: crc32fast::Hasher,
@@ -63,11 +77,11 @@ pub struct Receiver {
     events: VecDeque<Event>,
 }
 
-impl Receiver {
+impl Receiver<Udpft> {
     /// A receiver for `session` from `peer`, writing into `sink`, accepting blocks of up
-    /// to `cfg.block_size` bytes. Its first transmission acknowledges packet 0: with
-    /// `opening` (a server answering a put) that is the ACCEPT, otherwise ack 0 (a
-    /// client that has just received the ACCEPT of its get).
+    /// to `cfg.block_size` bytes, in udpft's encoding. Its first transmission
+    /// acknowledges packet 0: with `opening` (a server answering a put) that is the
+    /// ACCEPT, otherwise ack 0 (a client that has just received the ACCEPT of its get).
     pub fn new(
         session: SessionId,
         peer: SocketAddr,
@@ -76,8 +90,29 @@ impl Receiver {
         rto: RtoEstimator,
         opening: Option<Accept>,
         now: Instant,
-    ) -> Receiver {
+    ) -> Self {
+        let opening = opening.map_or(OpeningAck::Ack, OpeningAck::Accept);
+        Receiver::with_codec(Udpft, session, peer, sink, cfg, rto, opening, now)
+    }
+}
+
+impl<C: Codec> Receiver<C> {
+    /// As [`Receiver::new`], in the encoding `codec`, acknowledging packet 0 as
+    /// `opening` says.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_codec(
+        codec: C,
+        session: SessionId,
+        peer: SocketAddr,
+        sink: Box<dyn Sink + Send>,
+        cfg: Config,
+        rto: RtoEstimator,
+        opening: OpeningAck,
+        now: Instant,
+    ) -> Self {
+        let reply = vec![0; codec.overhead() + 2 + codec.max_message_len()];
         let mut r = Receiver {
+            codec,
             session,
             peer,
             sink: Some(sink),
@@ -85,23 +120,28 @@ impl Receiver {
             block: cfg
                 .block_size
                 .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE) as usize,
-            opening,
+            opening: match opening {
+                OpeningAck::Accept(a) => Some(a),
+                _ => None,
+            },
             expected: 1,
-            announced: wire::UNKNOWN_SIZE,
+            announced: UNKNOWN_SIZE,
             length: 0,
             crc: crc32fast::Hasher::new(),
             phase: Phase::Receiving,
             last_progress: now,
             newest_ack: None,
             rto,
-            reply: vec![0; wire::OVERHEAD + 2 + wire::MAX_MESSAGE_LEN],
+            reply,
             reply_len: None,
             verified: None,
             status: Status::Running,
             stats: Stats::default(),
             events: VecDeque::new(),
         };
-        r.queue_ack(0, now, true);
+        if opening != OpeningAck::Nothing {
+            r.queue_ack(0, now, true);
+        }
         r
     }
 
@@ -121,16 +161,17 @@ impl Receiver {
     /// Queues the acknowledgement of `seq`; `fresh` if it acknowledges a packet just
     /// received in order for the first time.
     fn queue_ack(&mut self, seq: Seq, now: Instant, fresh: bool) {
-        let message = match (seq, self.opening) {
-            (0, Some(accept)) => Message::Accept(accept),
-            _ => Message::Ack,
+        let frame = match (seq, self.opening) {
+            (0, Some(accept)) => Frame::Accept(accept),
+            _ => Frame::Ack {
+                seq,
+                sack: Sack::NONE,
+            },
         };
-        let d = Datagram {
-            session: self.session,
-            seq,
-            message,
-        };
-        self.reply_len = d.emit(&mut self.reply).ok();
+        self.reply_len = self
+            .codec
+            .encode(self.session, &frame, &mut self.reply)
+            .ok();
         if fresh {
             self.newest_ack = Some((seq, now));
         } else if matches!(self.newest_ack, Some((s, _)) if s == seq) {
@@ -139,14 +180,11 @@ impl Receiver {
         }
     }
 
-    /// Queues a reply that is neither an ack nor an error (WAIT).
-    fn queue_reply(&mut self, seq: Seq, message: Message) {
-        let d = Datagram {
-            session: self.session,
-            seq,
-            message,
-        };
-        self.reply_len = d.emit(&mut self.reply).ok();
+    /// Queues a WAIT for `seq`. An encoding without one sends nothing: the sender's
+    /// timer resends, and the resend is answered once the data is stored.
+    fn queue_wait(&mut self, seq: Seq) {
+        let wait = Frame::Wait { seq };
+        self.reply_len = self.codec.encode(self.session, &wait, &mut self.reply).ok();
     }
 
     /// The sink to store, once DONE is verified: the driver commits it (synchronously,
@@ -180,7 +218,13 @@ impl Receiver {
 
     fn fail(&mut self, e: TransferError, tell_peer: bool) {
         self.reply_len = match tell_peer {
-            true => super::encode_error(self.session, self.expected, &e, &mut self.reply),
+            true => super::encode_error(
+                &self.codec,
+                self.session,
+                self.expected,
+                &e,
+                &mut self.reply,
+            ),
             false => None,
         };
         self.trace(Event::Failed(e.clone()));
@@ -192,20 +236,36 @@ impl Receiver {
         self.cfg.linger.max(self.rto.rto() * 8)
     }
 
-    /// Feeds in one datagram of this session (already checked by [`Datagram::parse`]).
-    pub fn handle(&mut self, now: Instant, d: &Datagram) {
+    /// Feeds in one datagram: decodes it with this stream's codec, drops (and counts)
+    /// one that is malformed or carries another session's key, and handles the rest.
+    pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8]) {
+        match self.codec.decode(bytes, self.expected) {
+            Ok((key, frame)) if key == self.session => self.handle(now, &frame),
+            Ok(_) => {
+                self.stats.dropped += 1;
+                self.trace(Event::Foreign);
+            }
+            Err(e) => self.note_dropped(e),
+        }
+    }
+
+    /// Feeds in one frame of this session.
+    pub fn handle(&mut self, now: Instant, f: &Frame) {
         if self.phase == Phase::Over {
             return;
         }
-        let seq = d.seq;
         let receiving = self.phase == Phase::Receiving;
-        match d.message {
-            Message::Data(payload) if receiving && seq == self.expected => {
+        let committing = match self.phase {
+            Phase::Committing { seq } => Some(seq),
+            _ => None,
+        };
+        match *f {
+            Frame::Data { seq, payload } if receiving && seq == self.expected => {
                 if payload.len() > self.block {
                     return self.unexpected("data larger than the granted block size");
                 }
                 let got = self.length + payload.len() as u64;
-                if self.announced != wire::UNKNOWN_SIZE && got > self.announced {
+                if self.announced != UNKNOWN_SIZE && got > self.announced {
                     let announced = self.announced;
                     return self.fail(TransferError::Announced { announced, got }, true);
                 }
@@ -230,11 +290,26 @@ impl Receiver {
                     seq,
                     len: payload.len(),
                 });
-                self.queue_ack(seq, now, true);
+                let short_ends = self.codec.stream_end() == StreamEnd::ShortBlock;
+                if short_ends && payload.len() < self.block {
+                    // The short block ends the stream: only its length can be checked.
+                    if self.announced != UNKNOWN_SIZE && self.length != self.announced {
+                        let (announced, got) = (self.announced, self.length);
+                        return self.fail(TransferError::Announced { announced, got }, true);
+                    }
+                    self.commit(seq);
+                } else {
+                    self.queue_ack(seq, now, true);
+                }
             }
-            Message::Data(_) if seq < self.expected => self.duplicate(Kind::Data, seq, now),
-            Message::Done { length, crc } if receiving && seq == self.expected => {
-                if self.announced != wire::UNKNOWN_SIZE && length != self.announced {
+            // The short block that ended the stream, again, while it is being stored.
+            Frame::Data { seq, .. } if committing == Some(seq) => {
+                self.stats.duplicates += 1;
+                self.queue_wait(seq);
+            }
+            Frame::Data { seq, .. } if seq < self.expected => self.duplicate(Kind::Data, seq, now),
+            Frame::End { seq, length, crc } if receiving && seq == self.expected => {
+                if self.announced != UNKNOWN_SIZE && length != self.announced {
                     let (announced, got) = (self.announced, length);
                     return self.fail(TransferError::Announced { announced, got }, true);
                 }
@@ -250,54 +325,58 @@ impl Receiver {
                         true,
                     );
                 }
-                // Verified: the driver stores it now; until it says it is stored, DONE
-                // is answered with WAIT (which an ACK queued first supersedes).
                 self.expected += 1;
                 self.last_progress = now;
-                self.verified = Some((length, crc));
-                self.phase = Phase::Committing { seq };
-                self.queue_reply(seq, Message::Wait);
+                self.commit(seq);
             }
-            Message::Done { .. } if matches!(self.phase, Phase::Committing { seq: s } if s == seq) =>
-            {
+            Frame::End { seq, .. } if committing == Some(seq) => {
                 self.stats.duplicates += 1;
-                self.queue_reply(seq, Message::Wait);
+                self.queue_wait(seq);
             }
-            Message::Done { .. }
+            Frame::End { seq, .. }
                 if matches!(self.phase, Phase::Lingering { .. }) && seq == self.expected - 1 =>
             {
                 self.phase = Phase::Lingering {
                     until: now + self.linger_time(),
                 };
-                self.duplicate(Kind::Done, seq, now);
+                self.duplicate(Kind::End, seq, now);
             }
             // Packet 0 again (the ACCEPT of our get, or the REQUEST of the put we
             // accepted): our acknowledgement of it was lost, so send it again.
-            Message::Accept(_) | Message::Request(_) if self.expected == 1 => {
-                self.duplicate(d.kind(), 0, now)
+            Frame::Accept(_) | Frame::Request(_) if self.expected == 1 => {
+                self.duplicate(f.kind(), 0, now)
             }
-            Message::Accept(_) | Message::Request(_) => {
+            Frame::Accept(_) | Frame::Request(_) => {
                 self.stats.stale += 1;
                 self.trace(Event::Stale {
-                    kind: d.kind(),
-                    seq,
+                    kind: f.kind(),
+                    seq: 0,
                 });
             }
             // Storing goes on whatever the sender says now: the data is verified.
-            Message::Error { .. } if matches!(self.phase, Phase::Committing { .. }) => {}
+            Frame::Error { .. } if matches!(self.phase, Phase::Committing { .. }) => {}
             // The data is verified and stored: a sender that gave up on the ack of DONE
             // changes nothing of that, it only ends the linger.
-            Message::Error { .. } if !receiving => {
+            Frame::Error { .. } if !receiving => {
                 self.phase = Phase::Over;
                 self.status = Status::Closed;
             }
-            Message::Error { code, message } => {
+            Frame::Error { code, message, .. } => {
                 let message = message.to_string();
                 self.fail(TransferError::Remote { code, message }, false);
             }
             _ => return self.unexpected("packet out of sequence"),
         }
         self.stats.received += 1;
+    }
+
+    /// The stream is complete and verified as far as the encoding allows: the driver
+    /// stores it now; until it says it is stored, the end is answered with WAIT (which
+    /// an ACK queued first supersedes).
+    fn commit(&mut self, seq: Seq) {
+        self.verified = Some((self.length, self.crc.clone().finalize()));
+        self.phase = Phase::Committing { seq };
+        self.queue_wait(seq);
     }
 
     fn duplicate(&mut self, kind: Kind, seq: Seq, now: Instant) {
@@ -308,11 +387,11 @@ impl Receiver {
 
     fn unexpected(&mut self, what: &'static str) {
         self.stats.dropped += 1;
-        self.trace(Event::Dropped(wire::WireError::Malformed(what)));
+        self.trace(Event::Dropped(WireError::Malformed(what)));
     }
 
-    /// Counts a datagram that failed [`Datagram::parse`].
-    pub fn note_dropped(&mut self, e: wire::WireError) {
+    /// Counts a datagram that failed to decode.
+    pub fn note_dropped(&mut self, e: WireError) {
         super::count_drop(&mut self.stats, e);
         self.trace(Event::Dropped(e));
     }
@@ -387,6 +466,7 @@ impl Receiver {
 mod tests {
     use super::*;
     use crate::engine::NullSink;
+    use crate::wire::{Datagram, Message};
 
     fn encode(d: Datagram) -> Vec<u8> {
         let mut b = vec![0; d.wire_len()];
@@ -414,7 +494,7 @@ mod tests {
             seq,
             message,
         });
-        r.handle(now, &Datagram::parse(&b).unwrap());
+        r.handle_datagram(now, &b);
     }
 
     /// Stores what a verified DONE handed out, as a driver does.

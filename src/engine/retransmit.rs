@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::frame::{Kind, Seq};
 use crate::rto::RtoEstimator;
-use crate::wire::{Kind, Seq};
 
 /// What happened when the timer of the outstanding packet was checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

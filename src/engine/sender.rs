@@ -5,10 +5,12 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::codec::{Codec, StreamEnd, Udpft};
+use super::frame::{Accept, Frame, Kind, Seq, SessionId, UNKNOWN_SIZE};
 use super::retransmit::{Expiry, Outstanding};
 use super::{Config, Event, Stats, Status, TransferError};
 use crate::rto::RtoEstimator;
-use crate::wire::{self, Accept, Datagram, HEADER_LEN, Kind, Message, OVERHEAD, Seq, SessionId};
+use crate::wire::{self, WireError};
 
 /// A receiver that keeps answering WAIT is given up on after this many give-up times.
 const MAX_WAIT_FACTOR: u32 = 6;
@@ -17,8 +19,9 @@ const MAX_WAIT_FACTOR: u32 = 6;
 enum Phase {
     /// Sending the server's ACCEPT of a get as packet 0, waiting for ack 0.
     Opening,
-    /// Sending DATA `out.seq`, waiting for its ack.
-    Data,
+    /// Sending DATA `out.seq`, waiting for its ack; `last` if it is the short block
+    /// that ends the stream ([`StreamEnd::ShortBlock`]).
+    Data { last: bool },
     /// Sending DONE, waiting for its ack.
     Done,
     /// The receiver answered DONE with WAIT (it is storing the data): DONE is not
@@ -34,7 +37,8 @@ enum Phase {
 /// Guarantees: at most one unacknowledged packet at any time; an acknowledgement for
 /// anything but the outstanding packet is ignored (never causes a send); memory is one
 /// datagram buffer, whatever the stream's length.
-pub struct Sender {
+pub struct Sender<C: Codec = Udpft> {
+    codec: C,
     session: SessionId,
     peer: SocketAddr,
     source: Box<dyn Read + Send>,
@@ -45,7 +49,7 @@ pub struct Sender {
     out: Outstanding,
     phase: Phase,
     rto: RtoEstimator,
-    /// The stream's length as announced (ACCEPT or REQUEST), or [`wire::UNKNOWN_SIZE`].
+    /// The stream's length as announced (ACCEPT or REQUEST), or [`UNKNOWN_SIZE`].
     announced: u64,
     length: u64,
     crc: crc32fast::Hasher,
@@ -60,11 +64,12 @@ pub struct Sender {
     events: VecDeque<Event>,
 }
 
-impl Sender {
+impl Sender<Udpft> {
     /// A sender for session `session` towards `peer`, reading from `source`, with
-    /// `cfg.block_size` bytes per DATA. With `opening`, the first packet is that ACCEPT
-    /// (the server's answer to a get or list), sent as packet 0 and acknowledged by ack 0;
-    /// without, DATA 1 goes first (a put, after the client's handshake).
+    /// `cfg.block_size` bytes per DATA, in udpft's encoding. With `opening`, the first
+    /// packet is that ACCEPT (the server's answer to a get or list), sent as packet 0
+    /// and acknowledged by ack 0; without, DATA 1 goes first (a put, after the client's
+    /// handshake).
     pub fn new(
         session: SessionId,
         peer: SocketAddr,
@@ -72,22 +77,39 @@ impl Sender {
         cfg: Config,
         rto: RtoEstimator,
         opening: Option<Accept>,
-    ) -> Sender {
+    ) -> Self {
+        Sender::with_codec(Udpft, session, peer, source, cfg, rto, opening)
+    }
+}
+
+impl<C: Codec> Sender<C> {
+    /// As [`Sender::new`], in the encoding `codec`.
+    pub fn with_codec(
+        codec: C,
+        session: SessionId,
+        peer: SocketAddr,
+        source: Box<dyn Read + Send>,
+        cfg: Config,
+        rto: RtoEstimator,
+        opening: Option<Accept>,
+    ) -> Self {
         let block = cfg
             .block_size
             .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE) as usize;
+        // Room for a full block, and for the longest ERROR when the block is small.
+        let room = codec.overhead() + block.max(2 + codec.max_message_len());
         let mut s = Sender {
+            codec,
             session,
             peer,
             source,
             cfg,
             block,
-            // Room for a full block, and for the longest ERROR when the block is small.
-            packet: vec![0; OVERHEAD + block.max(2 + wire::MAX_MESSAGE_LEN)],
+            packet: vec![0; room],
             out: Outstanding::new(Kind::Data, 0, 0),
-            phase: Phase::Data,
+            phase: Phase::Data { last: false },
             rto,
-            announced: opening.map_or(wire::UNKNOWN_SIZE, |a| a.size),
+            announced: opening.map_or(UNKNOWN_SIZE, |a| a.size),
             length: 0,
             crc: crc32fast::Hasher::new(),
             resend_after: None,
@@ -99,13 +121,9 @@ impl Sender {
         };
         match opening {
             Some(accept) => {
-                let d = Datagram {
-                    session,
-                    seq: 0,
-                    message: Message::Accept(accept),
-                };
-                let len = d
-                    .emit(&mut s.packet)
+                let len = s
+                    .codec
+                    .encode(session, &Frame::Accept(accept), &mut s.packet)
                     .expect("an ACCEPT fits any block buffer");
                 s.out = Outstanding::new(Kind::Accept, 0, len);
                 s.phase = Phase::Opening;
@@ -124,38 +142,38 @@ impl Sender {
 
     /// Reads the next block into the packet buffer, or prepares DONE at end of stream.
     fn load(&mut self, seq: Seq) {
-        let n = match fill(
-            &mut self.source,
-            &mut self.packet[HEADER_LEN..HEADER_LEN + self.block],
-        ) {
+        let at = self.codec.data_offset();
+        let n = match fill(&mut self.source, &mut self.packet[at..at + self.block]) {
             Ok(n) => n,
             Err(e) => return self.fail(TransferError::io("reading the file to send", &e), true),
         };
-        let known = self.announced != wire::UNKNOWN_SIZE;
+        let short_ends = self.codec.stream_end() == StreamEnd::ShortBlock;
+        let ended = if short_ends { n < self.block } else { n == 0 };
+        let known = self.announced != UNKNOWN_SIZE;
         let got = self.length + n as u64;
-        if known && (got > self.announced || (n == 0 && got != self.announced)) {
+        if known && (got > self.announced || (ended && got != self.announced)) {
             let announced = self.announced;
             return self.fail(TransferError::Announced { announced, got }, true);
         }
-        if n > 0 {
-            self.crc.update(&self.packet[HEADER_LEN..HEADER_LEN + n]);
+        if n > 0 || short_ends {
+            self.crc.update(&self.packet[at..at + n]);
             self.length += n as u64;
-            let len = wire::emit_data_in_place(&mut self.packet, self.session, seq, n);
+            let len = self.codec.seal_data(&mut self.packet, self.session, seq, n);
             self.out = Outstanding::new(Kind::Data, seq, len);
-            self.phase = Phase::Data;
-        } else {
-            let d = Datagram {
-                session: self.session,
-                seq,
-                message: Message::Done {
-                    length: self.length,
-                    crc: self.crc.clone().finalize(),
-                },
+            self.phase = Phase::Data {
+                last: short_ends && n < self.block,
             };
-            let len = d
-                .emit(&mut self.packet)
+        } else {
+            let end = Frame::End {
+                seq,
+                length: self.length,
+                crc: self.crc.clone().finalize(),
+            };
+            let len = self
+                .codec
+                .encode(self.session, &end, &mut self.packet)
                 .expect("DONE fits any block buffer");
-            self.out = Outstanding::new(Kind::Done, seq, len);
+            self.out = Outstanding::new(Kind::End, seq, len);
             self.phase = Phase::Done;
         }
     }
@@ -165,7 +183,13 @@ impl Sender {
             return;
         }
         if tell_peer {
-            self.error_out = super::encode_error(self.session, self.out.seq, &e, &mut self.packet);
+            self.error_out = super::encode_error(
+                &self.codec,
+                self.session,
+                self.out.seq,
+                &e,
+                &mut self.packet,
+            );
         }
         self.trace(Event::Failed(e.clone()));
         self.status = Status::Failed(e);
@@ -178,36 +202,55 @@ impl Sender {
         }
     }
 
-    /// Feeds in one datagram of this session (already checked by [`Datagram::parse`]).
-    pub fn handle(&mut self, now: Instant, d: &Datagram) {
+    /// Feeds in one datagram: decodes it with this stream's codec, drops (and counts)
+    /// one that is malformed or carries another session's key, and handles the rest.
+    pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8]) {
+        match self.codec.decode(bytes, self.out.seq) {
+            Ok((key, frame)) if key == self.session => self.handle(now, &frame),
+            Ok(_) => {
+                self.stats.dropped += 1;
+                self.trace(Event::Foreign);
+            }
+            Err(e) => self.note_dropped(e),
+        }
+    }
+
+    /// Feeds in one frame of this session.
+    pub fn handle(&mut self, now: Instant, f: &Frame) {
         if self.phase == Phase::Over {
             return;
         }
         self.stats.received += 1;
-        match d.message {
+        match *f {
             // The ack of DONE after a WAIT: stored. No round-trip sample (it includes
             // the time the receiver took to store).
-            Message::Ack
-                if d.seq == self.out.seq && matches!(self.phase, Phase::Waiting { .. }) =>
+            Frame::Ack { seq, .. }
+                if seq == self.out.seq && matches!(self.phase, Phase::Waiting { .. }) =>
             {
                 self.last_progress = Some(now);
-                self.trace(Event::Stored { seq: d.seq });
+                self.trace(Event::Stored { seq });
                 self.phase = Phase::Over;
                 self.status = Status::Closed;
             }
-            Message::Ack if d.seq == self.out.seq && self.out.transmitted() => {
+            Frame::Ack { seq, .. } if seq == self.out.seq && self.out.transmitted() => {
                 self.last_progress = Some(now);
                 let rtt = self.out.acknowledged(now, &mut self.rto);
                 self.trace(Event::Acked {
                     kind: self.out.kind,
-                    seq: d.seq,
+                    seq,
                     rtt,
                 });
                 match self.phase {
                     Phase::Opening => self.load(1),
-                    Phase::Data => {
-                        self.stats.bytes += (self.out.len - OVERHEAD) as u64;
-                        self.load(d.seq + 1);
+                    Phase::Data { last } => {
+                        self.stats.bytes += (self.out.len - self.codec.overhead()) as u64;
+                        if last {
+                            // The short block's ack closes the stream (StreamEnd::ShortBlock).
+                            self.phase = Phase::Over;
+                            self.status = Status::Closed;
+                        } else {
+                            self.load(seq + 1);
+                        }
                     }
                     Phase::Done => {
                         self.phase = Phase::Over;
@@ -216,7 +259,7 @@ impl Sender {
                     Phase::Waiting { .. } | Phase::Over => {}
                 }
             }
-            Message::Wait if d.seq == self.out.seq && self.out.kind == Kind::Done => {
+            Frame::Wait { seq } if seq == self.out.seq && self.out.kind == Kind::End => {
                 let probe = self.cfg.rto.max;
                 let rtt = match self.phase {
                     Phase::Done if self.out.transmitted() => {
@@ -227,7 +270,7 @@ impl Sender {
                 let until = match self.phase {
                     Phase::Waiting { until, .. } => until,
                     _ => {
-                        self.trace(Event::Waiting { seq: d.seq, rtt });
+                        self.trace(Event::Waiting { seq, rtt });
                         now + self.cfg.give_up.saturating_mul(MAX_WAIT_FACTOR)
                     }
                 };
@@ -241,14 +284,9 @@ impl Sender {
                 };
             }
             // Ack of something older: the Sorcerer's Apprentice rule says ignore it.
-            Message::Ack | Message::Accept(_) if d.seq <= self.out.seq => {
-                self.stats.stale += 1;
-                self.trace(Event::Stale {
-                    kind: d.kind(),
-                    seq: d.seq,
-                });
-            }
-            Message::Error { code, message } => self.fail(
+            Frame::Ack { seq, .. } if seq <= self.out.seq => self.stale(Kind::Ack, seq),
+            Frame::Accept(_) => self.stale(Kind::Accept, 0),
+            Frame::Error { code, message, .. } => self.fail(
                 TransferError::Remote {
                     code,
                     message: message.to_string(),
@@ -256,20 +294,25 @@ impl Sender {
                 false,
             ),
             // A duplicate REQUEST while the ACCEPT is outstanding: the timer resends it.
-            Message::Request(_) => {}
+            Frame::Request(_) => {}
             // An ack from the future, or data sent to a sender: never acted on.
             _ => {
                 self.stats.received -= 1;
                 self.stats.dropped += 1;
-                self.trace(Event::Dropped(wire::WireError::Malformed(
+                self.trace(Event::Dropped(WireError::Malformed(
                     "unexpected packet for a sender",
                 )));
             }
         }
     }
 
-    /// Counts a datagram that failed [`Datagram::parse`].
-    pub fn note_dropped(&mut self, e: wire::WireError) {
+    fn stale(&mut self, kind: Kind, seq: Seq) {
+        self.stats.stale += 1;
+        self.trace(Event::Stale { kind, seq });
+    }
+
+    /// Counts a datagram that failed to decode.
+    pub fn note_dropped(&mut self, e: WireError) {
         super::count_drop(&mut self.stats, e);
         self.trace(Event::Dropped(e));
     }
@@ -327,7 +370,8 @@ impl Sender {
         }
         self.out.on_transmit(now, &self.rto);
         self.stats.sent += 1;
-        let (kind, seq, len) = (self.out.kind, self.out.seq, self.out.len - OVERHEAD);
+        let (kind, seq) = (self.out.kind, self.out.seq);
+        let len = self.out.len - self.codec.overhead();
         if let Some(after) = self.resend_after.take() {
             self.stats.resent += 1;
             self.trace(Event::Resent {
@@ -371,7 +415,8 @@ impl Sender {
     /// for want of the ack of DONE has delivered everything; only the confirmation that
     /// the receiver verified and stored it is missing (PROTOCOL.md §4.4).
     pub fn data_acknowledged(&self) -> bool {
-        self.out.kind == Kind::Done
+        self.out.kind == Kind::End
+            || (self.status == Status::Closed && self.codec.stream_end() == StreamEnd::ShortBlock)
     }
     pub fn stats(&self) -> &Stats {
         &self.stats
@@ -421,21 +466,19 @@ mod tests {
             RtoEstimator::new(cfg.rto),
             None,
         );
-        let answer = |s: &mut Sender, at: Instant, seq: Seq, message: Message| {
+        let answer = |s: &mut Sender, at: Instant, f: Frame| {
             let mut b = [0u8; 64];
-            let n = Datagram {
-                session: 7,
-                seq,
-                message,
-            }
-            .emit(&mut b)
-            .unwrap();
-            s.handle(at, &Datagram::parse(&b[..n]).unwrap());
+            let n = Udpft.encode(7, &f, &mut b).unwrap();
+            s.handle_datagram(at, &b[..n]);
+        };
+        let ack = |seq| Frame::Ack {
+            seq,
+            sack: crate::engine::frame::Sack::NONE,
         };
         assert!(s.poll_transmit(ms(0)).is_some()); // DATA 1
-        answer(&mut s, ms(1), 1, Message::Ack);
+        answer(&mut s, ms(1), ack(1));
         assert!(s.poll_transmit(ms(1)).is_some()); // DONE 2
-        answer(&mut s, ms(2), 2, Message::Wait);
+        answer(&mut s, ms(2), Frame::Wait { seq: 2 });
         // Far past any RTO, short of the ceiling (1 s): nothing to resend.
         let next = s.poll_timeout().unwrap();
         assert!(next >= ms(2) + cfg.rto.max, "{:?}", next - t0);
@@ -444,8 +487,8 @@ mod tests {
         // The probe: DONE once more.
         s.handle_timeout(next);
         assert!(s.poll_transmit(next).is_some());
-        answer(&mut s, next, 2, Message::Wait);
-        answer(&mut s, next + Duration::from_millis(5), 2, Message::Ack);
+        answer(&mut s, next, Frame::Wait { seq: 2 });
+        answer(&mut s, next + Duration::from_millis(5), ack(2));
         assert_eq!(*s.status(), Status::Closed);
         assert_eq!(s.stats().resent, 1);
     }
@@ -473,14 +516,13 @@ mod tests {
             let mut seq = 1;
             while *s.status() == Status::Running {
                 while s.poll_transmit(now).is_some() {}
-                let mut b = [0u8; 64];
-                let ack = Datagram {
-                    session: 7,
-                    seq,
-                    message: Message::Ack,
-                };
-                let n = ack.emit(&mut b).unwrap();
-                s.handle(now, &Datagram::parse(&b[..n]).unwrap());
+                s.handle(
+                    now,
+                    &Frame::Ack {
+                        seq,
+                        sack: crate::engine::frame::Sack::NONE,
+                    },
+                );
                 seq += 1;
                 assert!(seq < 10, "never ended");
             }

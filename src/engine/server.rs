@@ -9,9 +9,11 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::codec::{Codec, Udpft};
+use super::frame::{Accept, ErrorCode, Frame, Op, SessionId};
 use super::{Config, Event, Receiver, Sender, Sink, Stats, Status};
 use crate::rto::RtoEstimator;
-use crate::wire::{self, Accept, Datagram, ErrorCode, Message, Op, SessionId};
+use crate::wire;
 
 /// How long an answered delete or exit is remembered, to answer a resent REQUEST
 /// with the same ACCEPT instead of acting twice.
@@ -97,6 +99,7 @@ impl ServerSession {
             op,
             block_size: cfg.block_size,
             size,
+            window: 1,
         };
         let sender = Sender::new(
             id,
@@ -127,6 +130,7 @@ impl ServerSession {
             op: Op::Put,
             block_size: cfg.block_size,
             size: 0,
+            window: 1,
         };
         // Linger as long as a client gives up after: if our ack of DONE is lost, its
         // resent DONE must still find us, or a stored file would be reported as failed.
@@ -165,18 +169,18 @@ impl ServerSession {
         cfg: Config,
         now: Instant,
     ) -> Self {
-        let d = Datagram {
-            session: id,
-            seq: 0,
-            message: Message::Accept(Accept {
-                nonce,
-                op,
-                block_size: cfg.block_size,
-                size: 0,
-            }),
-        };
-        let mut reply = vec![0; d.wire_len()];
-        d.emit(&mut reply).expect("an ACCEPT always encodes");
+        let accept = Frame::Accept(Accept {
+            nonce,
+            op,
+            block_size: cfg.block_size,
+            size: 0,
+            window: 1,
+        });
+        let mut reply = vec![0; wire::MAX_DATAGRAM];
+        let n = Udpft
+            .encode(id, &accept, &mut reply)
+            .expect("an ACCEPT always encodes");
+        reply.truncate(n);
         let role = Role::Answered {
             reply,
             pending: true,
@@ -186,9 +190,17 @@ impl ServerSession {
         Self::new(id, peer, nonce, op, request_len, role, &cfg)
     }
 
-    /// Feeds in a datagram that the driver routed here: a REQUEST carrying this
-    /// session's nonce, or anything carrying its id. `wire_len` is the datagram's size.
-    pub fn handle(&mut self, now: Instant, from: SocketAddr, d: &Datagram, wire_len: usize) {
+    /// Feeds in a frame that the driver routed here: a REQUEST carrying this session's
+    /// nonce, or anything carrying its id; `session` is the key its datagram carried,
+    /// `wire_len` the datagram's size.
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        session: SessionId,
+        f: &Frame,
+        wire_len: usize,
+    ) {
         if from != self.peer {
             // Someone else using our id (or nonce): not proof of anything; drop it.
             self.foreign += 1;
@@ -197,15 +209,15 @@ impl ServerSession {
             }
             return;
         }
-        match d.message {
-            Message::Request(_) if d.session == self.nonce => {}
+        match f {
+            Frame::Request(_) if session == self.nonce => {}
             // Only the ACCEPT, sent to the client's address, told it our id: using it
             // proves the client receives there (PROTOCOL.md §5.5).
-            Message::Request(_) => {
+            Frame::Request(_) => {
                 self.foreign += 1;
                 return;
             }
-            _ if d.session == self.id => self.validated = true,
+            _ if session == self.id => self.validated = true,
             _ => {
                 self.foreign += 1;
                 return;
@@ -213,10 +225,10 @@ impl ServerSession {
         }
         self.received_bytes += wire_len as u64;
         match &mut self.role {
-            Role::Send(s) => s.handle(now, d),
-            Role::Receive(r) => r.handle(now, d),
+            Role::Send(s) => s.handle(now, f),
+            Role::Receive(r) => r.handle(now, f),
             Role::Answered { pending, .. } => {
-                if matches!(d.message, Message::Request(_)) {
+                if matches!(f, Frame::Request(_)) {
                     *pending = true;
                 }
             }
@@ -382,21 +394,23 @@ pub fn reject(
     let room = budget
         .saturating_sub(wire::OVERHEAD + 2)
         .min(wire::MAX_MESSAGE_LEN);
-    let d = Datagram {
-        session: nonce,
+    let e = Frame::Error {
         seq: 0,
-        message: Message::Error {
-            code,
-            message: super::truncate_utf8(message, room),
-        },
+        code,
+        message: super::truncate_utf8(message, room),
     };
-    d.emit(buf).unwrap_or(0)
+    Udpft.encode(nonce, &e, buf).unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::Request;
+    use crate::wire::{Datagram, Message, Request};
+
+    fn feed(s: &mut ServerSession, now: Instant, from: SocketAddr, b: &[u8]) {
+        let (key, f) = Udpft.decode(b, 0).unwrap();
+        s.handle(now, from, key, &f, b.len());
+    }
 
     fn request(session: SessionId) -> Vec<u8> {
         let d = Datagram {
@@ -433,13 +447,13 @@ mod tests {
         };
         // A REQUEST that carries the id instead of the nonce: not proof of anything.
         let r = request(77);
-        s.handle(now, peer, &Datagram::parse(&r).unwrap(), r.len());
+        feed(&mut s, now, peer, &r);
         assert!(!s.validated());
         // The right id from another address: not proof either.
         let other: SocketAddr = "127.0.0.1:5001".parse().unwrap();
-        s.handle(now, other, &Datagram::parse(&ack0).unwrap(), ack0.len());
+        feed(&mut s, now, other, &ack0);
         assert!(!s.validated());
-        s.handle(now, peer, &Datagram::parse(&ack0).unwrap(), ack0.len());
+        feed(&mut s, now, peer, &ack0);
         assert!(s.validated());
     }
 }
