@@ -3,8 +3,6 @@
 //! The crate reads like the architecture (see PROTOCOL.md for the protocol itself):
 //!
 //! - [`wire`]: the datagram format. Parse and emit, CRC32-checked; no IO, no clock.
-//! - [`tftp_wire`]: the TFTP packet format (RFC 1350, 2347 options) and netascii, the
-//!   same way: bytes in, typed values out.
 //! - [`rto`]: the retransmission-timeout estimator (RFC 6298, Karn, backoff).
 //! - [`engine`]: the protocol's decisions as sans-IO state machines: a stop-and-wait
 //!   [`engine::Sender`] and [`engine::Receiver`], wrapped by the client's and the
@@ -33,5 +31,4 @@ pub mod rto;
 pub mod sim;
 pub mod storage;
 pub mod text;
-pub mod tftp_wire;
 pub mod wire;

@@ -3,8 +3,8 @@
 //! and block numbers unwrap to the sequence numbers they came from.
 
 use proptest::prelude::*;
-use udpft::tftp_wire::netascii::{Decoder, Encoder};
-use udpft::tftp_wire::{
+use udpft::wire::tftp::netascii::{Decoder, Encoder};
+use udpft::wire::tftp::{
     ErrorCode, KnownOptions, Mode, Options, OptionsBuf, Packet, Request, Rollover,
 };
 

@@ -239,11 +239,7 @@ mod tests {
         fn max_message_len(&self) -> usize {
             100
         }
-        fn decode<'a>(
-            &self,
-            b: &'a [u8],
-            near: Seq,
-        ) -> Result<(SessionId, Frame<'a>), WireError> {
+        fn decode<'a>(&self, b: &'a [u8], near: Seq) -> Result<(SessionId, Frame<'a>), WireError> {
             if b.len() < 3 {
                 return Err(WireError::TooShort(b.len()));
             }

@@ -1,8 +1,10 @@
 //! TFTP's decisions, sans-IO: what a server grants of a request's options, what a
 //! client accepts of an OACK ([`negotiate`]). The packet format is in
-//! [`crate::tftp_wire`]; TFTP.md is the specification.
+//! [`crate::wire::tftp`]; TFTP.md is the specification.
 
+pub mod codec;
 pub mod negotiate;
 pub mod request;
 
+pub use codec::{NetasciiSink, Tftp};
 pub use negotiate::{Asked, Direction, Granted, Limits, OackError, check_oack, negotiate};

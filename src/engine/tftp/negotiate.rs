@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use crate::tftp_wire::{
+use crate::wire::tftp::{
     DEFAULT_BLKSIZE, KnownOptions, MAX_BLKSIZE, MAX_TIMEOUT, MAX_WINDOWSIZE, MIN_BLKSIZE,
     MIN_TIMEOUT, MIN_WINDOWSIZE, Mode, Opt, Options, OptionsBuf, Rollover,
 };

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use crate::storage::Refusal;
-use crate::tftp_wire::{ErrorCode as TftpCode, Packet};
 use crate::wire::ErrorCode;
+use crate::wire::tftp::{ErrorCode as TftpCode, Packet};
 
 /// The longest ERROR udpftd sends: the size of a default DATA (4 + 512 bytes), so an
 /// ERROR never outweighs the DATA the worst-case amplification ratio is made of

@@ -2,7 +2,7 @@
 //!
 //! RFC 1350 (the five packets), RFC 2347 (options and OACK), with the option values of
 //! RFC 2348 (`blksize`), RFC 2349 (`timeout`, `tsize`), RFC 7440 (`windowsize`) and the
-//! `rollover` option as tftp-hpa accepts it. Like [`crate::wire`] this module owns no
+//! `rollover` option as tftp-hpa accepts it. Like [`crate::wire::udpft`] this module owns no
 //! socket, reads no clock and allocates nothing while parsing: [`Packet::parse`] turns a
 //! received datagram into borrowed fields, [`Packet::emit`] writes one into a caller's
 //! buffer. Netascii (RFC 1350's line-ending conversion) is in [`netascii`].
