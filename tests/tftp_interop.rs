@@ -225,7 +225,9 @@ impl Stock {
             }
             Stock::Curl => {
                 let mut c = Command::new(tool("curl"));
-                c.args(["-sS", "--max-time", "170"]);
+                // --path-as-is: curl would otherwise resolve "../" itself, and the
+                // traversal would never reach the server.
+                c.args(["-sS", "--path-as-is", "--max-time", "170"]);
                 if let Some(b) = o.blksize {
                     c.args(["--tftp-blksize", &b.to_string()]);
                 }
@@ -489,7 +491,7 @@ fn both_ways(
 fn stock_client_against_udpftd(client: Stock) {
     let root = tempfile::tempdir().unwrap();
     let local = tempfile::tempdir().unwrap();
-    let (srv, port) = udpftd(root.path(), &["--max-window", "16"]);
+    let (srv, port) = udpftd(root.path(), &[]);
     let mut f = Failures::default();
     let mut cases = 0;
     let mut n = 0;
@@ -590,25 +592,21 @@ fn stock_client_against_udpftd(client: Stock) {
 }
 
 #[test]
-#[ignore = "TFTP in udpftd: not built yet (issue 12); run with --ignored"]
 fn atftp_against_udpftd() {
     stock_client_against_udpftd(Stock::Atftp);
 }
 
 #[test]
-#[ignore = "TFTP in udpftd: not built yet (issue 12); run with --ignored"]
 fn tftp_hpa_against_udpftd() {
     stock_client_against_udpftd(Stock::TftpHpa);
 }
 
 #[test]
-#[ignore = "TFTP in udpftd: not built yet (issue 12); run with --ignored"]
 fn curl_against_udpftd() {
     stock_client_against_udpftd(Stock::Curl);
 }
 
 #[test]
-#[ignore = "TFTP in udpftd: not built yet (issue 12); run with --ignored"]
 fn busybox_against_udpftd() {
     stock_client_against_udpftd(Stock::Busybox);
 }
@@ -616,11 +614,10 @@ fn busybox_against_udpftd() {
 /// Block numbers wrap past 65535 (to 0) both ways with every stock client, at the
 /// smallest block each can ask for, and under a window (atftp).
 #[test]
-#[ignore = "TFTP in udpftd: not built yet (issue 12); run with --ignored"]
 fn stock_clients_wrap_block_numbers_against_udpftd() {
     let root = tempfile::tempdir().unwrap();
     let local = tempfile::tempdir().unwrap();
-    let (srv, port) = udpftd(root.path(), &["--max-window", "16"]);
+    let (srv, port) = udpftd(root.path(), &[]);
     let mut f = Failures::default();
     let mut cases = 0;
     let runs: [(Stock, Option<u32>, Option<u32>); 5] = [
@@ -674,7 +671,6 @@ fn expect_refusal(f: &mut Failures, client: Stock, what: &str, r: &Ran, code: u1
 /// of the root, file exists (6) without --overwrite, illegal operation (4) for a write
 /// to a read-only server.
 #[test]
-#[ignore = "TFTP in udpftd: not built yet (issue 12); run with --ignored"]
 fn refusals_reach_stock_clients_as_tftp_errors() {
     let outside = tempfile::tempdir().unwrap();
     fs::write(outside.path().join("secret"), b"outside the root").unwrap();
@@ -741,11 +737,10 @@ fn refusals_reach_stock_clients_as_tftp_errors() {
 
 /// `--tftp-single-port`: every transfer from the listening port (NAT, containers).
 #[test]
-#[ignore = "TFTP in udpftd: not built yet (issue 12); run with --ignored"]
 fn stock_clients_against_udpftd_in_single_port_mode() {
     let root = tempfile::tempdir().unwrap();
     let local = tempfile::tempdir().unwrap();
-    let (srv, port) = udpftd(root.path(), &["--tftp-single-port", "--max-window", "16"]);
+    let (srv, port) = udpftd(root.path(), &["--tftp-single-port"]);
     let mut f = Failures::default();
     let mut cases = 0;
     for (i, client) in Stock::ALL.into_iter().enumerate() {

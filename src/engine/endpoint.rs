@@ -44,6 +44,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::codec::{Codec, Udpft};
 use super::frame::{ErrorCode, Frame, Op, Request, SessionId, Token};
+use super::tftp::{Limits, PortRequest, TftpConfig, TftpServer, TftpStats, Via};
 use super::{Config, Event, ServerSession, Sink, Status, TransferError, reject};
 use crate::text::{escape, sanitize};
 use crate::wire::{self, TOKEN_LEN};
@@ -86,6 +87,13 @@ pub struct EndpointConfig {
     /// Keep a record of every session that ended, for [`ServerEndpoint::poll_ended`]
     /// (tests and the simulator; a server would only grow it).
     pub keep_outcomes: bool,
+    /// Answer TFTP on the same port (TFTP.md): requests are told from udpft's by their
+    /// first two bytes.
+    pub tftp: bool,
+    /// Serve every TFTP transfer from the listening port instead of one port each.
+    pub tftp_single_port: bool,
+    /// The largest TFTP `windowsize` granted.
+    pub tftp_max_window: u32,
 }
 
 /// How a session ended (with [`EndpointConfig::keep_outcomes`]).
@@ -114,6 +122,9 @@ impl Default for EndpointConfig {
             seed: None,
             log_rtt: false,
             keep_outcomes: false,
+            tftp: true,
+            tftp_single_port: false,
+            tftp_max_window: 1,
         }
     }
 }
@@ -244,6 +255,8 @@ pub struct ServerEndpoint {
     idle_since: Option<Instant>,
     stats: EndpointStats,
     scratch: Vec<u8>,
+    /// The TFTP side of the front door (TFTP.md §3); admission stays here.
+    tftp: TftpServer,
 }
 
 impl ServerEndpoint {
@@ -253,7 +266,18 @@ impl ServerEndpoint {
             None => rand::rngs::StdRng::from_rng(&mut rand::rng()),
         };
         let key = (rng.random(), rng.random());
+        let tftp = TftpServer::new(TftpConfig {
+            single_port: cfg.tftp_single_port,
+            limits: Limits {
+                max_blksize: cfg.session.block_size,
+                max_window: cfg.tftp_max_window,
+            },
+            read_only: cfg.read_only,
+            overwrite: cfg.overwrite,
+            session: cfg.session,
+        });
         ServerEndpoint {
+            tftp,
             cfg,
             epoch: now,
             key,
@@ -328,7 +352,8 @@ impl ServerEndpoint {
     /// Transfers under way: running sessions (not answered, not lingering) and file
     /// operations not yet finished.
     pub fn running(&self) -> usize {
-        self.pending.len()
+        self.tftp.running()
+            + self.pending.len()
             + self
                 .sessions
                 .values()
@@ -337,7 +362,8 @@ impl ServerEndpoint {
     }
 
     fn running_from(&self, ip: std::net::IpAddr) -> usize {
-        self.pending.values().filter(|p| p.peer.ip() == ip).count()
+        self.tftp.running_from(ip)
+            + self.pending.values().filter(|p| p.peer.ip() == ip).count()
             + self
                 .sessions
                 .values()
@@ -349,6 +375,10 @@ impl ServerEndpoint {
 
     /// Feeds in one datagram that reached the server's port from `from`.
     pub fn handle(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        // A TFTP datagram starts with a 0 byte, a udpft one never does (PROTOCOL.md §2).
+        if self.cfg.tftp && crate::wire::tftp::is_tftp(bytes) {
+            return self.handle_tftp(now, Via::Listen, from, bytes);
+        }
         let (session, f) = match Udpft.decode(bytes, 0) {
             Ok(d) => d,
             Err(e) => {
@@ -395,6 +425,71 @@ impl ServerEndpoint {
             return;
         }
         self.request(now, from, session, &req, bytes.len());
+    }
+
+    /// Feeds in one TFTP datagram: at the listening port (`Via::Listen`, which
+    /// [`ServerEndpoint::handle`] dispatches here by its first bytes) or at a
+    /// transfer's own port. A new request is admitted here, by the same rules as
+    /// udpft's (shutting down, session caps, per-address limits).
+    pub fn handle_tftp(&mut self, now: Instant, via: Via, from: SocketAddr, bytes: &[u8]) {
+        let Some(req) = self.tftp.handle(now, via, from, bytes) else {
+            return;
+        };
+        if self.mode != Mode::Accepting {
+            self.stats.refused += 1;
+            return self
+                .tftp
+                .refuse(req, ErrorCode::Busy, "server is shutting down");
+        }
+        if !self.make_room(now, from) {
+            self.stats.refused += 1;
+            let msg = format!(
+                "server busy: at most {} transfers at once ({} from one address); try again later",
+                self.cfg.max_sessions, self.cfg.max_per_address
+            );
+            return self.tftp.refuse(req, ErrorCode::Busy, &msg);
+        }
+        let id = loop {
+            let id: u64 = self.rng.random();
+            if id != 0
+                && !self.sessions.contains_key(&id)
+                && !self.pending.contains_key(&id)
+                && !self.tftp.owns(id)
+            {
+                break id;
+            }
+        };
+        self.stats.sessions += 1;
+        self.tftp.start(now, id, req);
+    }
+
+    /// The next TFTP datagram to send: which socket, to whom, its length in `buf`.
+    pub fn poll_transmit_tftp(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<(Via, SocketAddr, usize)> {
+        self.tftp.poll_transmit(now, buf)
+    }
+
+    /// The next TFTP transfer socket to open or close (not in single-port mode).
+    pub fn poll_tftp_port(&mut self) -> Option<PortRequest> {
+        self.tftp.poll_port()
+    }
+
+    /// A TFTP transfer's socket is open.
+    pub fn tftp_port_ready(&mut self, id: SessionId) {
+        self.tftp.port_ready(id);
+    }
+
+    /// A TFTP transfer's socket could not be opened: the transfer ends.
+    pub fn tftp_port_failed(&mut self, now: Instant, id: SessionId, error: &str) {
+        self.tftp.port_failed(now, id, error);
+    }
+
+    /// Counters of the TFTP side.
+    pub fn tftp_stats(&self) -> TftpStats {
+        self.tftp.stats()
     }
 
     fn refuse(
@@ -539,7 +634,7 @@ impl ServerEndpoint {
             return false;
         }
         let total_cap = self.cfg.max_sessions.saturating_mul(LINGER_FACTOR);
-        while self.sessions.len() + self.pending.len() >= total_cap {
+        while self.sessions.len() + self.pending.len() + self.tftp.len() >= total_cap {
             let lingering = self
                 .sessions
                 .iter()
@@ -548,6 +643,7 @@ impl ServerEndpoint {
                 .map(|(id, _)| *id);
             match lingering {
                 Some(id) => self.remove(id, now),
+                None if self.tftp.evict_lingering() => {}
                 None => break,
             }
         }
@@ -580,11 +676,14 @@ impl ServerEndpoint {
             }
         }
         self.running() < self.cfg.max_sessions
-            && self.sessions.len() + self.pending.len() < total_cap
+            && self.sessions.len() + self.pending.len() + self.tftp.len() < total_cap
     }
 
     /// The outcome of the file operation `ticket` (an [`IoRequest`]).
     pub fn io_done(&mut self, now: Instant, ticket: SessionId, outcome: IoOutcome) {
+        if self.tftp.owns(ticket) {
+            return self.tftp.io_done(now, ticket, outcome);
+        }
         if let IoOutcome::Committed(result) = outcome {
             if let Some(e) = self.sessions.get_mut(&ticket) {
                 e.committing = false;
@@ -752,9 +851,11 @@ impl ServerEndpoint {
             }
             self.dirty.push_back(id);
         }
+        self.tftp.handle_timeout(now);
         if let Mode::Stopping(until) = self.mode
             && now >= until
         {
+            self.tftp.abort_all("the server is shutting down");
             let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
             for id in ids {
                 if let Some(e) = self.sessions.get_mut(&id) {
@@ -802,7 +903,7 @@ impl ServerEndpoint {
 
     /// Whether sessions or file operations are still under way (lingering included).
     pub fn is_idle(&self) -> bool {
-        self.sessions.is_empty() && self.pending.is_empty()
+        self.sessions.is_empty() && self.pending.is_empty() && self.tftp.is_empty()
     }
 
     /// Whether file operations are waiting for [`ServerEndpoint::poll_io`].
@@ -812,17 +913,17 @@ impl ServerEndpoint {
 
     /// The next file operation for the driver.
     pub fn poll_io(&mut self) -> Option<IoRequest> {
-        self.io.pop_front()
+        self.io.pop_front().or_else(|| self.tftp.poll_io())
     }
 
     /// The next log line, with its level.
     pub fn poll_log(&mut self) -> Option<(LogLevel, String)> {
-        self.logs.pop_front()
+        self.logs.pop_front().or_else(|| self.tftp.poll_log())
     }
 
     /// The next trace event (with [`Config::trace`] in the session settings).
     pub fn poll_event(&mut self) -> Option<(SocketAddr, SessionId, Event)> {
-        self.events.pop_front()
+        self.events.pop_front().or_else(|| self.tftp.poll_event())
     }
 
     /// When [`ServerEndpoint::handle_timeout`] should next be called.
@@ -831,6 +932,7 @@ impl ServerEndpoint {
             .sessions
             .values()
             .filter_map(|e| e.s.poll_timeout())
+            .chain(self.tftp.poll_timeout())
             .min();
         if let Mode::Stopping(until) = self.mode {
             t = Some(t.map_or(until, |t| t.min(until)));
@@ -866,13 +968,16 @@ impl ServerEndpoint {
         if self.mode == Mode::Accepting {
             return false;
         }
-        if self.running() > 0 || self.sessions.values().any(|e| e.committing) {
+        if self.running() > 0
+            || self.sessions.values().any(|e| e.committing)
+            || self.tftp.committing()
+        {
             self.idle_since = None;
             return matches!(self.mode, Mode::Stopping(until) if now >= until)
                 && self.pending.is_empty();
         }
         let since = *self.idle_since.get_or_insert(now);
-        let done = self.sessions.is_empty() || now >= since + EXIT_LINGER;
+        let done = (self.sessions.is_empty() && self.tftp.is_empty()) || now >= since + EXIT_LINGER;
         if done && self.mode == Mode::Exiting {
             self.log(LogLevel::Normal, "exiting as asked by a client".to_string());
         }
@@ -885,6 +990,7 @@ impl ServerEndpoint {
         for id in ids {
             self.remove(id, now);
         }
+        self.tftp.close(now);
     }
 }
 

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::tap::Tap;
+use super::tftp_ports::TftpPorts;
+use crate::engine::tftp::{PortRequest, TransferId, Via};
 use crate::engine::{
     Config, EndpointConfig, IoOutcome, IoRequest, LogLevel, RtoConfig, ServerEndpoint,
 };
@@ -57,6 +59,10 @@ pub struct ServerOptions {
     pub io_workers: usize,
     pub verbosity: Verbosity,
     pub trace: bool,
+    /// Answer TFTP on the same port (TFTP.md).
+    pub tftp: bool,
+    /// Serve every TFTP transfer from the listening port (NAT, containers).
+    pub tftp_single_port: bool,
 }
 
 impl Default for ServerOptions {
@@ -77,6 +83,8 @@ impl Default for ServerOptions {
             io_workers: 4,
             verbosity: Verbosity::Normal,
             trace: false,
+            tftp: true,
+            tftp_single_port: false,
         }
     }
 }
@@ -216,6 +224,9 @@ impl Server {
                 seed: None,
                 log_rtt: o.verbosity >= Verbosity::Verbose,
                 keep_outcomes: false,
+                tftp: o.tftp,
+                tftp_single_port: o.tftp_single_port,
+                tftp_max_window: 1,
             },
             now,
         );
@@ -228,6 +239,7 @@ impl Server {
         )?;
         let mut buf = vec![0u8; wire::MAX_DATAGRAM];
         let mut out = vec![0u8; wire::MAX_DATAGRAM];
+        let mut ports = TftpPorts::new(self.local.ip());
         let mut stopping = false;
         let verbosity = o.verbosity;
         // When each traced session was first seen, for the times on its trace lines.
@@ -244,6 +256,26 @@ impl Server {
             if ep.poll_timeout().is_some_and(|t| t <= now) {
                 ep.handle_timeout(now);
             }
+            open_and_close_ports(&mut ep, &mut ports, now, verbosity);
+            while let Some((via, to, n)) = ep.poll_transmit_tftp(now, &mut out) {
+                let (sock, local) = match via {
+                    Via::Listen => (&self.sock, self.local),
+                    Via::Port(id) => match ports.get(id) {
+                        Some((s, a)) => (s, *a),
+                        None => continue,
+                    },
+                };
+                match sock.send_to(&out[..n], to) {
+                    Ok(_) if let Some(t) = &mut tap => t.sent(now, local, to, &out[..n]),
+                    Ok(_) => {}
+                    Err(e) if verbosity >= Verbosity::Verbose => {
+                        eprintln!("udpftd: sending to {to}: {e}");
+                    }
+                    Err(_) => {}
+                }
+            }
+            // Transfers that ended while sending give their ports back.
+            open_and_close_ports(&mut ep, &mut ports, now, verbosity);
             while let Some((to, n)) = ep.poll_transmit(now, &mut out) {
                 match self.sock.send_to(&out[..n], to) {
                     Ok(_) if let Some(t) = &mut tap => t.sent(now, self.local, to, &out[..n]),
@@ -288,7 +320,7 @@ impl Server {
                 // About to sleep until something happens: make the capture current.
                 tap.iter_mut().for_each(Tap::flush);
             }
-            self.wait(deadline, &mut buf, &mut ep, &mut tap)?;
+            self.wait(deadline, &mut buf, &mut ep, &mut tap, &ports)?;
         }
         if let Some(Err(e)) = tap.take().map(Tap::finish) {
             eprintln!("udpftd: writing the capture failed: {e}");
@@ -324,6 +356,7 @@ impl Server {
         buf: &mut [u8],
         ep: &mut ServerEndpoint,
         tap: &mut Option<Tap>,
+        ports: &TftpPorts,
     ) -> io::Result<()> {
         let timeout = match deadline {
             Some(d) => {
@@ -332,15 +365,51 @@ impl Server {
             }
             None => None,
         };
-        let mut fds = [
-            rustix::event::PollFd::new(&self.sock, rustix::event::PollFlags::IN),
-            rustix::event::PollFd::new(&self.wake_rx, rustix::event::PollFlags::IN),
-        ];
+        // The listening socket, the wake-up pipe, then every TFTP transfer's socket.
+        let ids: Vec<(TransferId, SocketAddr)> = ports.iter().map(|(id, _, a)| (id, a)).collect();
+        let mut fds = Vec::with_capacity(2 + ids.len());
+        fds.push(rustix::event::PollFd::new(
+            &self.sock,
+            rustix::event::PollFlags::IN,
+        ));
+        fds.push(rustix::event::PollFd::new(
+            &self.wake_rx,
+            rustix::event::PollFlags::IN,
+        ));
+        for (id, _) in &ids {
+            let (s, _) = ports.get(*id).expect("listed just now");
+            fds.push(rustix::event::PollFd::new(s, rustix::event::PollFlags::IN));
+        }
         match rustix::event::poll(&mut fds, timeout.as_ref()) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
-        let woken = !fds[1].revents().is_empty();
+        let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+        drop(fds);
+        for (i, (id, local)) in ids.iter().enumerate() {
+            if !ready[2 + i] {
+                continue;
+            }
+            let Some((s, _)) = ports.get(*id) else {
+                continue;
+            };
+            // A transfer's client sends one window at most: a few reads drain it.
+            for _ in 0..64 {
+                match s.recv_from(buf) {
+                    Ok((n, from)) => {
+                        let now = Instant::now();
+                        if let Some(t) = tap {
+                            t.received(now, from, *local, &buf[..n]);
+                        }
+                        ep.handle_tftp(now, Via::Port(*id), from, &buf[..n]);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    // Drained, or an ICMP error for an earlier send: keep serving.
+                    Err(_) => break,
+                }
+            }
+        }
+        let woken = ready[1];
         if woken {
             let mut sink = [0u8; 64];
             while matches!(rustix::io::read(&self.wake_rx, &mut sink), Ok(n) if n > 0) {}
@@ -366,6 +435,29 @@ impl Server {
             }
         }
         Ok(())
+    }
+}
+
+/// Opens and closes the TFTP transfer sockets the endpoint asks for.
+fn open_and_close_ports(
+    ep: &mut ServerEndpoint,
+    ports: &mut TftpPorts,
+    now: Instant,
+    verbosity: Verbosity,
+) {
+    while let Some(p) = ep.poll_tftp_port() {
+        match p {
+            PortRequest::Open(id) => match ports.open(id) {
+                Ok(()) => ep.tftp_port_ready(id),
+                Err(e) => {
+                    if verbosity >= Verbosity::Verbose {
+                        eprintln!("udpftd: cannot open a TFTP transfer port: {e}");
+                    }
+                    ep.tftp_port_failed(now, id, &e.to_string());
+                }
+            },
+            PortRequest::Close(id) => ports.close(id),
+        }
     }
 }
 

@@ -5,6 +5,11 @@
 pub mod codec;
 pub mod negotiate;
 pub mod request;
+pub mod server;
 
 pub use codec::{NetasciiSink, Tftp};
 pub use negotiate::{Asked, Direction, Granted, Limits, OackError, check_oack, negotiate};
+pub use server::{
+    NewRequest, PortRequest, TID_ERROR_BURST, TID_ERROR_INTERVAL, TftpConfig, TftpServer,
+    TftpStats, TransferId, UNPROVEN_SENDS_PER_REQUEST, Via,
+};
