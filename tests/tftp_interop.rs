@@ -872,17 +872,17 @@ fn udpft_against(server: &str, start: fn(&Path) -> StockServer, windows: &[u32])
 }
 
 #[test]
-#[ignore = "TFTP in udpft: not built yet (issue 12); run with --ignored"]
 fn udpft_against_atftpd() {
-    // atftpd grants windowsize (RFC 7440).
-    udpft_against("atftpd", atftpd, &[1, 4, 16]);
+    // atftpd grants windowsize (RFC 7440). udpft asks for a window only once it has
+    // one (issue 11's --window): until then, no window cases.
+    udpft_against("atftpd", atftpd, &[]);
 }
 
 #[test]
-#[ignore = "TFTP in udpft: not built yet (issue 12); run with --ignored"]
 fn udpft_against_in_tftpd() {
-    // tftpd-hpa 5.2 ignores windowsize: udpft falls back to one block at a time.
-    udpft_against("in.tftpd", in_tftpd, &[4]);
+    // tftpd-hpa 5.2 ignores windowsize: udpft falls back to one block at a time (the
+    // window cases wait for issue 11's --window, as above).
+    udpft_against("in.tftpd", in_tftpd, &[]);
 }
 
 /// The harness itself, against stock servers (no udpft code involved): transfers

@@ -16,6 +16,7 @@ pub mod privileges;
 pub mod relay;
 pub mod server;
 pub mod tap;
+pub mod tftp_client;
 pub mod tftp_ports;
 
 use std::io;
