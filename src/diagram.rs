@@ -251,6 +251,10 @@ impl Diagram {
                     d.event(at, side, e, &mut timer);
                     seen(&mut d, true, packet_label(Kind::Ack, *seq), "again");
                 }
+                Event::Deferred { seq } => {
+                    seen(&mut d, false, packet_label(Kind::Data, *seq), "not taken");
+                    d.event(at, side, e, &mut timer);
+                }
                 Event::Stale { kind, seq } => {
                     seen(&mut d, false, packet_label(*kind, *seq), "stale");
                     d.event(at, side, e, &mut timer);

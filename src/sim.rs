@@ -242,8 +242,8 @@ pub fn run(cfg: SimConfig, name: &str, job: Job, plan: ServerPlan) -> SimOutcome
 
 /// The simulated server's storage: answers the endpoint's file operations at once
 /// from the plan (a refusal may be given again; anything else once).
-fn answer_io(plan: &mut Option<ServerPlan>, io: IoRequest) -> (SessionId, IoOutcome) {
-    match io {
+fn answer_io(plan: &mut Option<ServerPlan>, io: IoRequest) -> Option<(SessionId, IoOutcome)> {
+    Some(match io {
         IoRequest::Open { ticket, .. } => {
             let outcome = match plan.take() {
                 Some(ServerPlan::Serve(src, size)) => IoOutcome::Send(src, size),
@@ -261,7 +261,12 @@ fn answer_io(plan: &mut Option<ServerPlan>, io: IoRequest) -> (SessionId, IoOutc
             let stored = sink.flush().and_then(|_| sink.commit());
             (ticket, IoOutcome::Committed(stored))
         }
-    }
+        // Nothing to report.
+        IoRequest::Discard { sink } => {
+            drop(sink);
+            return None;
+        }
+    })
 }
 
 /// Like [`run`], but every datagram that survives the link is first shown to `arrive`
@@ -321,8 +326,9 @@ pub fn run_scripted(
             client.commit_done(now, stored);
         }
         while let Some(io) = server.poll_io() {
-            let (ticket, outcome) = answer_io(&mut plan, io);
-            server.io_done(now, ticket, outcome);
+            if let Some((ticket, outcome)) = answer_io(&mut plan, io) {
+                server.io_done(now, ticket, outcome);
+            }
         }
         while let Some(b) = client.poll_transmit(now) {
             wire.send(now, Way::ClientToServer, b);

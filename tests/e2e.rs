@@ -758,3 +758,50 @@ fn ctrl_c_abandons_an_upload_and_tells_the_server() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A 200,000-entry directory is listed by four clients at once while a fifth client
+/// fetches a file: every listing is complete and sorted, the get succeeds, and the
+/// server's peak memory stays under 20 MiB (listings stream from the IO workers in
+/// bounded memory; PROTOCOL.md §3.9).
+#[test]
+fn a_200000_entry_listing_streams_in_bounded_memory_beside_other_transfers() {
+    const ENTRIES: usize = 200_000;
+    let root = tempfile::tempdir().unwrap();
+    let cli = tempfile::tempdir().unwrap();
+    let big = root.path().join("big");
+    fs::create_dir(&big).unwrap();
+    for i in 0..ENTRIES {
+        fs::File::create(big.join(format!("entry-{i:06}"))).unwrap();
+    }
+    let data = content(4 << 20, 5);
+    fs::write(root.path().join("other.bin"), &data).unwrap();
+    let srv = Server::start(root.path(), &[]);
+    let lists: Vec<_> = (0..4)
+        .map(|_| {
+            let (c, a) = (cli.path().to_path_buf(), srv.addr.clone());
+            std::thread::spawn(move || udpft(&c, &["list", &a, "big"]))
+        })
+        .collect();
+    let o = udpft(cli.path(), &["get", &srv.addr, "other.bin", "other.bin"]);
+    assert_ok(&o);
+    assert!(fs::read(cli.path().join("other.bin")).unwrap() == data);
+    for l in lists {
+        let o = l.join().unwrap();
+        assert_ok(&o);
+        let out = String::from_utf8(o.stdout).unwrap();
+        let names: Vec<&str> = out
+            .lines()
+            .map(|l| l.strip_prefix("0\t").expect("an empty file's line"))
+            .collect();
+        assert_eq!(names.len(), ENTRIES);
+        assert!(
+            names.windows(2).all(|w| w[0] < w[1]),
+            "sorted by the client"
+        );
+        assert_eq!(names[0], "entry-000000");
+        assert_eq!(names[ENTRIES - 1], format!("entry-{:06}", ENTRIES - 1));
+    }
+    let hwm = vm_hwm_kib(srv.child.id());
+    eprintln!("udpftd peak memory (VmHWM) over four 200,000-entry listings and a get: {hwm} KiB");
+    assert!(hwm < 20 * 1024, "udpftd used {hwm} KiB");
+}

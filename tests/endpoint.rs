@@ -209,6 +209,12 @@ fn resent_requests_hold_nothing_and_refresh_nothing() {
     ep.handle_timeout(now);
     sent(&mut ep, now);
     assert_eq!(ep.running(), 0, "resent REQUESTs kept sessions alive");
+    // Each abandoned upload's temporary file is dropped on an IO worker.
+    let discarded = ios(&mut ep)
+        .iter()
+        .filter(|i| matches!(i, IoRequest::Discard { .. }))
+        .count();
+    assert_eq!(discarded, 64);
     // And a legitimate client is admitted at once.
     let good = addr("192.0.2.99:4444");
     let t = token(&mut ep, now, good, Op::Get, 42);
@@ -330,6 +336,7 @@ fn a_lossless_get_through_the_endpoint_resends_nothing() {
                 IoRequest::Commit { ticket, .. } => {
                     ep.io_done(now, ticket, IoOutcome::Committed(Ok(())))
                 }
+                IoRequest::Discard { .. } => {}
             }
         }
         while let Some((_, n)) = ep.poll_transmit(now, &mut buf) {

@@ -103,8 +103,8 @@ fn ios(ep: &mut ServerEndpoint) -> Vec<IoRequest> {
 
 fn logs(ep: &mut ServerEndpoint) -> Vec<String> {
     std::iter::from_fn(|| ep.poll_log())
-        .filter(|(l, _)| *l == LogLevel::Normal)
-        .map(|(_, t)| t)
+        .filter(|l| l.level == LogLevel::Normal)
+        .map(|l| l.text)
         .collect()
 }
 

@@ -420,6 +420,20 @@ impl Failures {
         }
     }
 
+    /// As [`Failures::check_same`], for a file a stock server wrote: atftpd
+    /// acknowledges the last block before it has flushed and closed the file, so the
+    /// bytes may land a moment after the client is done. Waits up to 20 s for the
+    /// file to reach its length, then compares.
+    fn check_same_written(&mut self, what: &str, expected: &[u8], got: &Path, ran: &Ran) {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20)
+            && fs::metadata(got).map_or(0, |m| m.len()) < expected.len() as u64
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.check_same(what, expected, got, ran);
+    }
+
     #[track_caller]
     fn assert_none(&self, matrix: &str, cases: usize) {
         assert!(
@@ -849,7 +863,7 @@ fn udpft_against(server: &str, start: fn(&Path) -> StockServer, windows: &[u32])
         let mut put = vec!["put", &url, dst_s, &up];
         put.extend(&a);
         let r = udpft(&put);
-        f.check_same(&format!("put {what}"), data, &root.path().join(&up), &r);
+        f.check_same_written(&format!("put {what}"), data, &root.path().join(&up), &r);
         cases += 2;
     }
     // A refusal: exit 3, the TFTP code and the server's message on stderr.

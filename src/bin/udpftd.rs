@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
+use tracing_subscriber::registry::LookupSpan;
 use udpft::net::server::{Server, ServerOptions, Verbosity};
 use udpft::net::{addr, parse_timeout};
 use udpft::wire;
@@ -100,7 +103,34 @@ struct Args {
     generate: Option<udpft::cli::Generate>,
 }
 
+/// Prints each event of the server's `tracing` output as `udpftd: MESSAGE`, one line
+/// (the server already chose what to say by --quiet, --verbose and --trace).
+struct Plain;
+
+impl<S, N> FormatEvent<S, N> for Plain
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        w.write_str("udpftd: ")?;
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
+}
+
 fn main() -> ExitCode {
+    // Each event is formatted whole, then written with one call: lines never mix.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::level_filters::LevelFilter::TRACE)
+        .event_format(Plain)
+        .init();
     let a = Args::parse();
     if let Some(what) = a.generate {
         return match udpft::cli::generate(what, Args::command(), &mut std::io::stdout()) {

@@ -146,6 +146,9 @@ pub enum IoRequest {
         ticket: SessionId,
         sink: Box<dyn Sink + Send>,
     },
+    /// Drop an upload that ended unstored (closing, or removing, its temporary file).
+    /// Nothing is reported back.
+    Discard { sink: Box<dyn Sink + Send> },
 }
 
 impl std::fmt::Debug for IoRequest {
@@ -157,6 +160,7 @@ impl std::fmt::Debug for IoRequest {
                 write!(f, "Open({ticket:016x}, {}, {name:?})", op.name())
             }
             IoRequest::Commit { ticket, .. } => write!(f, "Commit({ticket:016x})"),
+            IoRequest::Discard { .. } => write!(f, "Discard"),
         }
     }
 }
@@ -173,6 +177,19 @@ pub enum IoOutcome {
     Refused(ErrorCode, String),
     /// A commit's result.
     Committed(std::io::Result<()>),
+    /// A session's stream, which said it would block, may be read again (a read-ahead
+    /// finished).
+    Ready,
+}
+
+/// One line for the server's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: LogLevel,
+    /// The peer and session id the line is about, if it is about one session.
+    pub session: Option<(SocketAddr, SessionId)>,
+    /// The text, escaped (it may quote what a client sent).
+    pub text: String,
 }
 
 /// How much a log line matters.
@@ -248,7 +265,7 @@ pub struct ServerEndpoint {
     /// Datagrams that belong to no session (RETRYs, refusals).
     stateless: VecDeque<(SocketAddr, Vec<u8>)>,
     io: VecDeque<IoRequest>,
-    logs: VecDeque<(LogLevel, String)>,
+    logs: VecDeque<LogLine>,
     ended: VecDeque<Ended>,
     events: VecDeque<(SocketAddr, SessionId, Event)>,
     mode: Mode,
@@ -307,7 +324,20 @@ impl ServerEndpoint {
     }
 
     fn log(&mut self, level: LogLevel, text: String) {
-        self.logs.push_back((level, text));
+        self.logs.push_back(LogLine {
+            level,
+            session: None,
+            text,
+        });
+    }
+
+    /// A log line about session `id` with `peer`.
+    fn log_session(&mut self, level: LogLevel, peer: SocketAddr, id: SessionId, text: String) {
+        self.logs.push_back(LogLine {
+            level,
+            session: Some((peer, id)),
+            text,
+        });
     }
 
     fn trace(&mut self, peer: SocketAddr, id: SessionId, e: Event) {
@@ -684,6 +714,13 @@ impl ServerEndpoint {
         if self.tftp.owns(ticket) {
             return self.tftp.io_done(now, ticket, outcome);
         }
+        if let IoOutcome::Ready = outcome {
+            if let Some(e) = self.sessions.get_mut(&ticket) {
+                e.s.io_ready();
+                self.dirty.push_back(ticket);
+            }
+            return;
+        }
         if let IoOutcome::Committed(result) = outcome {
             if let Some(e) = self.sessions.get_mut(&ticket) {
                 e.committing = false;
@@ -712,6 +749,8 @@ impl ServerEndpoint {
                 ServerSession::receive(id, p.peer, p.nonce, p.request_len, p.size, sink, cfg, now),
                 false,
             ),
+            // Only for a started session; taken care of in `io_done`.
+            IoOutcome::Ready => return,
             IoOutcome::Done | IoOutcome::Committed(_) => (
                 ServerSession::answered(id, p.peer, p.nonce, p.request_len, p.op, cfg, now),
                 true,
@@ -747,13 +786,17 @@ impl ServerEndpoint {
         let mut s = s;
         s.mark_validated();
         if answered {
-            self.log(
+            self.log_session(
                 LogLevel::Normal,
+                p.peer,
+                id,
                 format!("{} {} '{}': ok", p.peer, p.op.name(), p.path),
             );
         }
-        self.log(
+        self.log_session(
             LogLevel::Verbose,
+            p.peer,
+            id,
             format!(
                 "{} {} '{}': session {id:016x} started, block size {}",
                 p.peer,
@@ -808,7 +851,7 @@ impl ServerEndpoint {
             self.events.push_back((peer, id, ev));
         }
         if let Some(l) = line {
-            self.log(LogLevel::Normal, l);
+            self.log_session(LogLevel::Normal, peer, id, l);
         }
     }
 
@@ -824,7 +867,7 @@ impl ServerEndpoint {
         }
         if !e.logged {
             let l = session_line(&e, now, self.cfg.log_rtt);
-            self.log(LogLevel::Normal, l);
+            self.log_session(LogLevel::Normal, e.s.peer(), id, l);
         }
         if self.cfg.keep_outcomes {
             self.ended.push_back(Ended {
@@ -834,7 +877,11 @@ impl ServerEndpoint {
                 held_back: e.s.held_back,
             });
         }
-        // Dropping the session drops its sink: an unfinished upload leaves nothing.
+        // An unfinished upload leaves nothing: its sink is dropped (the temporary file
+        // closed, or unlinked) on an IO worker.
+        if let Some(sink) = e.s.take_sink() {
+            self.io.push_back(IoRequest::Discard { sink });
+        }
     }
 
     /// Fires due timers and retires sessions that are over.
@@ -917,7 +964,7 @@ impl ServerEndpoint {
     }
 
     /// The next log line, with its level.
-    pub fn poll_log(&mut self) -> Option<(LogLevel, String)> {
+    pub fn poll_log(&mut self) -> Option<LogLine> {
         self.logs.pop_front().or_else(|| self.tftp.poll_log())
     }
 

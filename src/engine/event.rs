@@ -34,6 +34,9 @@ pub enum Event {
     Duplicate { kind: Kind, seq: Seq },
     /// An acknowledgement for something already acknowledged: ignored, nothing resent.
     Stale { kind: Kind, seq: Seq },
+    /// DATA that could not be stored yet (the storage's buffers were all being
+    /// written): neither taken nor acknowledged; the sender's timer resends it.
+    Deferred { seq: Seq },
     /// A datagram that failed the checks of PROTOCOL.md §6 was dropped unread.
     Dropped(WireError),
     /// A datagram for another session, or from the wrong address, was dropped.
@@ -143,6 +146,10 @@ impl fmt::Display for Event {
                     kind_name(*kind)
                 )
             }
+            Event::Deferred { seq } => write!(
+                f,
+                "data #{seq} not taken: storage busy (not acknowledged; the sender resends it)"
+            ),
             Event::Stale { kind, seq } => write!(
                 f,
                 "stale {} #{seq} ignored (only a timeout causes a resend)",

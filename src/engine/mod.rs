@@ -47,7 +47,7 @@ pub use crate::wire::ErrorCode;
 pub use client::{ClientSession, Job};
 pub use codec::{Codec, StreamEnd, Udpft};
 pub use endpoint::{
-    Ended, EndpointConfig, EndpointStats, IoOutcome, IoRequest, LogLevel, ServerEndpoint,
+    Ended, EndpointConfig, EndpointStats, IoOutcome, IoRequest, LogLevel, LogLine, ServerEndpoint,
 };
 pub use event::Event;
 pub use frame::{Accept, Frame, Kind, Request, Sack};
@@ -104,6 +104,8 @@ pub struct Stats {
     pub bad_checksum: u64,
     /// Payload bytes delivered in order (sent and acknowledged, or received and written).
     pub bytes: u64,
+    /// DATA left unacknowledged because the storage was behind (its sender resends).
+    pub deferred: u64,
 }
 
 impl Stats {
@@ -117,6 +119,7 @@ impl Stats {
         self.dropped += other.dropped;
         self.bad_checksum += other.bad_checksum;
         self.bytes += other.bytes;
+        self.deferred += other.deferred;
     }
 }
 

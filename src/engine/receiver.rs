@@ -196,6 +196,13 @@ impl<C: Codec> Receiver<C> {
         }
     }
 
+    /// The sink, if the receiver still holds it (an upload that ended without being
+    /// stored): the driver discards it where file operations belong, not on the
+    /// network thread.
+    pub fn take_sink(&mut self) -> Option<Box<dyn Sink + Send>> {
+        self.sink.take()
+    }
+
     /// The outcome of storing the sink handed out by [`Receiver::poll_commit`]: on
     /// success DONE is acknowledged (and the receiver lingers), on failure the sender
     /// is told. Ignored unless committing.
@@ -272,8 +279,25 @@ impl<C: Codec> Receiver<C> {
                 let Some(sink) = self.sink.as_mut() else {
                     return self.unexpected("data after the sink was handed over");
                 };
-                if let Err(e) = sink.write_all(payload) {
-                    return self.fail(TransferError::io("writing the received file", &e), true);
+                match sink.write(payload) {
+                    Ok(n) if n == payload.len() => {}
+                    // Storage is behind (its buffers are all being written): the block
+                    // is not taken and not acknowledged; the sender's timer resends it.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        self.stats.deferred += 1;
+                        self.trace(Event::Deferred { seq });
+                        return;
+                    }
+                    Ok(n) => {
+                        // A sink that takes part of a block takes the rest in turn.
+                        if let Err(e) = sink.write_all(&payload[n..]) {
+                            let e = TransferError::io("writing the received file", &e);
+                            return self.fail(e, true);
+                        }
+                    }
+                    Err(e) => {
+                        return self.fail(TransferError::io("writing the received file", &e), true);
+                    }
                 }
                 if let Some((s, at)) = self.newest_ack
                     && s == seq - 1
@@ -467,6 +491,7 @@ mod tests {
     use super::*;
     use crate::engine::NullSink;
     use crate::wire::{Datagram, Message};
+    use std::io;
 
     fn encode(d: Datagram) -> Vec<u8> {
         let mut b = vec![0; d.wire_len()];
@@ -502,6 +527,62 @@ mod tests {
         let mut sink = r.poll_commit().expect("DONE was verified");
         let stored = sink.commit();
         r.commit_done(now, stored);
+    }
+
+    /// A sink that would block (the storage is behind) leaves the block untaken and
+    /// unacknowledged; the sender's resend is then taken as new, once.
+    #[test]
+    fn a_sink_that_would_block_defers_the_block_unacknowledged() {
+        struct Busy(u32, Vec<u8>);
+        impl io::Write for Busy {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                if self.0 > 0 {
+                    self.0 -= 1;
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                self.1.extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        impl Sink for Busy {
+            fn commit(&mut self) -> io::Result<()> {
+                assert_eq!(self.1, b"xy");
+                Ok(())
+            }
+        }
+        let now = Instant::now();
+        let cfg = Config::default();
+        let mut r = Receiver::new(
+            7,
+            "127.0.0.1:9".parse().unwrap(),
+            Box::new(Busy(1, Vec::new())),
+            cfg,
+            RtoEstimator::new(cfg.rto),
+            None,
+            now,
+        );
+        while r.poll_transmit(now).is_some() {}
+        feed(&mut r, now, 1, Message::Data(b"xy"));
+        assert!(r.poll_transmit(now).is_none(), "not acknowledged");
+        assert_eq!(r.stats().deferred, 1);
+        feed(&mut r, now, 1, Message::Data(b"xy"));
+        let ack = r.poll_transmit(now).expect("acknowledged now");
+        assert_eq!(Datagram::parse(ack).unwrap().seq, 1);
+        assert_eq!(r.stats().duplicates, 0, "taken as new, once");
+        feed(
+            &mut r,
+            now,
+            2,
+            Message::Done {
+                length: 2,
+                crc: crc32fast::hash(b"xy"),
+            },
+        );
+        store(&mut r, now);
+        assert_eq!(*r.status(), Status::Complete);
     }
 
     /// Found in review: `seq + 1` on a DONE numbered u64::MAX overflowed (a panic in

@@ -27,6 +27,9 @@ enum Phase {
     /// The receiver answered DONE with WAIT (it is storing the data): DONE is not
     /// resent, only probed at `probe_at`; the wait is abandoned at `until`.
     Waiting { probe_at: Instant, until: Instant },
+    /// Block `seq` is not read yet: the source said it would block (a read-ahead on an
+    /// IO worker is under way). Nothing is sent until [`Sender::source_ready`].
+    Starved { seq: Seq },
     /// DONE acknowledged, or failed: nothing more to do once the last ERROR is out.
     Over,
 }
@@ -52,6 +55,9 @@ pub struct Sender<C: Codec = Udpft> {
     /// The stream's length as announced (ACCEPT or REQUEST), or [`UNKNOWN_SIZE`].
     announced: u64,
     length: u64,
+    /// Bytes of the next block already in the packet buffer, read before the source
+    /// would block.
+    pending: usize,
     crc: crc32fast::Hasher,
     resend_after: Option<Duration>,
     /// When the last new acknowledgement came (or the sender started): the give-up
@@ -111,6 +117,7 @@ impl<C: Codec> Sender<C> {
             rto,
             announced: opening.map_or(UNKNOWN_SIZE, |a| a.size),
             length: 0,
+            pending: 0,
             crc: crc32fast::Hasher::new(),
             resend_after: None,
             last_progress: None,
@@ -141,12 +148,23 @@ impl<C: Codec> Sender<C> {
     }
 
     /// Reads the next block into the packet buffer, or prepares DONE at end of stream.
+    /// A source that would block parks the sender ([`Phase::Starved`]) with what it
+    /// gave so far kept in the buffer.
     fn load(&mut self, seq: Seq) {
         let at = self.codec.data_offset();
-        let n = match fill(&mut self.source, &mut self.packet[at..at + self.block]) {
-            Ok(n) => n,
-            Err(e) => return self.fail(TransferError::io("reading the file to send", &e), true),
+        let from = at + self.pending;
+        let n = match fill(&mut self.source, &mut self.packet[from..at + self.block]) {
+            (n, Ok(())) => self.pending + n,
+            (n, Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.pending += n;
+                self.phase = Phase::Starved { seq };
+                return;
+            }
+            (_, Err(e)) => {
+                return self.fail(TransferError::io("reading the file to send", &e), true);
+            }
         };
+        self.pending = 0;
         let short_ends = self.codec.stream_end() == StreamEnd::ShortBlock;
         let ended = if short_ends { n < self.block } else { n == 0 };
         let known = self.announced != UNKNOWN_SIZE;
@@ -232,7 +250,13 @@ impl<C: Codec> Sender<C> {
                 self.phase = Phase::Over;
                 self.status = Status::Closed;
             }
-            Frame::Ack { seq, .. } if seq == self.out.seq && self.out.transmitted() => {
+            // (While starved, the outstanding packet was already acknowledged: a copy
+            // of that ack is stale, below.)
+            Frame::Ack { seq, .. }
+                if seq == self.out.seq
+                    && self.out.transmitted()
+                    && !matches!(self.phase, Phase::Starved { .. }) =>
+            {
                 self.last_progress = Some(now);
                 let rtt = self.out.acknowledged(now, &mut self.rto);
                 self.trace(Event::Acked {
@@ -256,7 +280,7 @@ impl<C: Codec> Sender<C> {
                         self.phase = Phase::Over;
                         self.status = Status::Closed;
                     }
-                    Phase::Waiting { .. } | Phase::Over => {}
+                    Phase::Waiting { .. } | Phase::Starved { .. } | Phase::Over => {}
                 }
             }
             Frame::Wait { seq } if seq == self.out.seq && self.out.kind == Kind::End => {
@@ -315,6 +339,14 @@ impl<C: Codec> Sender<C> {
     pub fn note_dropped(&mut self, e: WireError) {
         super::count_drop(&mut self.stats, e);
         self.trace(Event::Dropped(e));
+    }
+
+    /// The source that made this sender wait (a read that would block) may be read
+    /// again: the parked block is read and sent. Harmless at any other time.
+    pub fn source_ready(&mut self) {
+        if let Phase::Starved { seq } = self.phase {
+            self.load(seq);
+        }
     }
 
     /// Checks the retransmission timer. Calling it early is harmless.
@@ -429,18 +461,19 @@ impl<C: Codec> Sender<C> {
     }
 }
 
-/// Reads until `buf` is full or the source ends; returns the bytes read.
-fn fill(src: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads until `buf` is full or the source ends; returns the bytes read, and the
+/// error that stopped it early (`WouldBlock` included) if any.
+fn fill(src: &mut dyn Read, buf: &mut [u8]) -> (usize, io::Result<()>) {
     let mut n = 0;
     while n < buf.len() {
         match src.read(&mut buf[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return (n, Err(e)),
         }
     }
-    Ok(n)
+    (n, Ok(()))
 }
 
 #[cfg(test)]
@@ -491,6 +524,87 @@ mod tests {
         answer(&mut s, next + Duration::from_millis(5), ack(2));
         assert_eq!(*s.status(), Status::Closed);
         assert_eq!(s.stats().resent, 1);
+    }
+
+    /// A source that would block parks the sender: nothing is sent (no resend, no
+    /// timer), a copy of the last ack is stale, and `source_ready` sends the block with
+    /// the bytes read before and after the wait.
+    #[test]
+    fn a_source_that_would_block_parks_the_sender() {
+        /// Yields "ab", then would block until `open`, then "cd", then ends.
+        struct Gate {
+            step: u32,
+            open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        }
+        impl Read for Gate {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.step += 1;
+                match self.step {
+                    1 => {
+                        buf[..2].copy_from_slice(b"ab");
+                        Ok(2)
+                    }
+                    2 if !self.open.load(std::sync::atomic::Ordering::SeqCst) => {
+                        self.step -= 1;
+                        Err(io::ErrorKind::WouldBlock.into())
+                    }
+                    2 => {
+                        buf[..2].copy_from_slice(b"cd");
+                        Ok(2)
+                    }
+                    _ => Ok(0),
+                }
+            }
+        }
+        let peer = "127.0.0.1:9".parse().unwrap();
+        let cfg = Config {
+            block_size: 4,
+            ..Config::default()
+        };
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let t0 = Instant::now();
+        let accept = Accept {
+            nonce: 1,
+            op: crate::engine::frame::Op::Get,
+            block_size: 4,
+            size: 4,
+            window: 1,
+        };
+        let mut s = Sender::new(
+            7,
+            peer,
+            Box::new(Gate {
+                step: 0,
+                open: open.clone(),
+            }),
+            cfg,
+            RtoEstimator::new(cfg.rto),
+            Some(accept),
+        );
+        let ack = |s: &mut Sender, at: Instant, seq: Seq| {
+            let mut b = [0u8; 64];
+            let f = Frame::Ack {
+                seq,
+                sack: crate::engine::frame::Sack::NONE,
+            };
+            let n = Udpft.encode(7, &f, &mut b).unwrap();
+            s.handle_datagram(at, &b[..n]);
+        };
+        assert!(s.poll_transmit(t0).is_some()); // ACCEPT
+        ack(&mut s, t0 + Duration::from_millis(1), 0);
+        assert!(s.poll_transmit(t0).is_none(), "starved: nothing to send");
+        assert_eq!(s.poll_timeout(), None, "no timer while starved");
+        ack(&mut s, t0 + Duration::from_millis(2), 0);
+        assert_eq!(s.stats().stale, 1, "a copy of ack 0 is stale");
+        s.source_ready(); // still blocked: harmless
+        assert!(s.poll_transmit(t0).is_none());
+        open.store(true, std::sync::atomic::Ordering::SeqCst);
+        s.source_ready();
+        let d = s.poll_transmit(t0 + Duration::from_millis(3)).unwrap();
+        let d = crate::wire::Datagram::parse(d).unwrap();
+        assert_eq!(d.seq, 1);
+        assert!(matches!(d.message, crate::wire::Message::Data(p) if p == b"abcd"));
+        assert_eq!(s.stats().resent, 0);
     }
 
     /// A source longer or shorter than announced fails the transfer (with an ERROR for

@@ -332,10 +332,27 @@ impl ServerSession {
         }
     }
 
+    /// The sink of an upload that ended unstored, to be discarded off the network
+    /// thread (see [`Receiver::take_sink`]).
+    pub fn take_sink(&mut self) -> Option<Box<dyn Sink + Send>> {
+        match &mut self.role {
+            Role::Receive(r) => r.take_sink(),
+            _ => None,
+        }
+    }
+
     /// The outcome of storing what [`ServerSession::poll_commit`] handed out.
     pub fn commit_done(&mut self, now: Instant, result: std::io::Result<()>) {
         if let Role::Receive(r) = &mut self.role {
             r.commit_done(now, result);
+        }
+    }
+
+    /// The driver's storage may be used again after it said it would block (see
+    /// [`Sender::source_ready`]); harmless at any other time.
+    pub fn io_ready(&mut self) {
+        if let Role::Send(s) = &mut self.role {
+            s.source_ready();
         }
     }
 

@@ -496,7 +496,7 @@ impl Client {
             e => e,
         })?;
         let bytes = std::mem::take(&mut kept.bytes);
-        Ok((String::from_utf8_lossy(&bytes).into_owned(), report))
+        Ok((sorted_listing(&String::from_utf8_lossy(&bytes)), report))
     }
 
     /// The address that answered, or else the first one (for a message).
@@ -1160,6 +1160,19 @@ pub fn parse_listing(listing: &str) -> Vec<Entry> {
             })
         })
         .collect()
+}
+
+/// A listing's lines sorted by name (the part after the tab): a server streams them in
+/// the order its directory yields them (PROTOCOL.md §3.9).
+pub fn sorted_listing(listing: &str) -> String {
+    let mut lines: Vec<&str> = listing.lines().collect();
+    lines.sort_by_key(|l| l.split_once('\t').map_or(*l, |(_, name)| name));
+    let mut out = String::with_capacity(listing.len());
+    for l in lines {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
 }
 
 /// The inverse of [`text::escape`]; `None` for a malformed escape.

@@ -5,6 +5,11 @@
 //! hands each [`IoRequest`] to a worker and waits, in one `poll(2)`, for the socket and
 //! for a worker's (or a stop request's) wake-up byte on a pipe. An idle server sleeps
 //! until something happens: no periodic wake-up.
+//!
+//! Everything it has to say goes through [`tracing`] (target `udpftd`): a session's lines
+//! and packet trace inside a span named `session` with the fields `peer` and `id`, so a
+//! program that embeds the server captures them with its own subscriber. `udpftd`
+//! prints each event's message as one line on stderr.
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};
@@ -19,9 +24,9 @@ use super::tap::Tap;
 use super::tftp_ports::TftpPorts;
 use crate::engine::tftp::{PortRequest, TransferId, Via};
 use crate::engine::{
-    Config, EndpointConfig, IoOutcome, IoRequest, LogLevel, RtoConfig, ServerEndpoint,
+    Config, EndpointConfig, IoOutcome, IoRequest, LogLevel, LogLine, RtoConfig, ServerEndpoint,
 };
-use crate::storage::{Root, listing};
+use crate::storage::{Listing, ReadAhead, Root, Schedule};
 use crate::wire::{self, Op, SessionId};
 
 /// How much the server logs on stderr.
@@ -199,7 +204,10 @@ impl Server {
             .spawn(move || {
                 let n = crate::storage::sweep_tree(handle.as_fd()).unwrap_or(0);
                 if n > 0 && verbosity >= Verbosity::Normal {
-                    eprintln!("udpftd: removed {n} temporary file(s) left by interrupted uploads");
+                    tracing::info!(
+                        target: "udpftd",
+                        "removed {n} temporary file(s) left by interrupted uploads"
+                    );
                 }
             })?;
         let now = Instant::now();
@@ -231,19 +239,19 @@ impl Server {
             now,
         );
         let (done_tx, done_rx) = channel::<(SessionId, IoOutcome)>();
-        let jobs = IoPool::start(
-            o.io_workers.max(1),
-            self.root.clone(),
-            done_tx,
-            self.wake_tx.clone(),
-        )?;
+        let done = Done {
+            tx: done_tx,
+            wake: self.wake_tx.clone(),
+        };
+        let jobs = IoPool::start(o.io_workers.max(1), self.root.clone(), done)?;
         let mut buf = vec![0u8; wire::MAX_DATAGRAM];
         let mut out = vec![0u8; wire::MAX_DATAGRAM];
         let mut ports = TftpPorts::new(self.local.ip());
         let mut stopping = false;
         let verbosity = o.verbosity;
-        // When each traced session was first seen, for the times on its trace lines.
-        let mut started: std::collections::HashMap<SessionId, Instant> = Default::default();
+        // Each session's span, and when it was first seen (for the times on its trace
+        // lines); forgotten whenever the server is idle.
+        let mut spans = Spans::default();
         loop {
             let now = Instant::now();
             while let Ok((ticket, outcome)) = done_rx.try_recv() {
@@ -269,7 +277,7 @@ impl Server {
                     Ok(_) if let Some(t) = &mut tap => t.sent(now, local, to, &out[..n]),
                     Ok(_) => {}
                     Err(e) if verbosity >= Verbosity::Verbose => {
-                        eprintln!("udpftd: sending to {to}: {e}");
+                        tracing::debug!(target: "udpftd", "sending to {to}: {e}");
                     }
                     Err(_) => {}
                 }
@@ -281,7 +289,7 @@ impl Server {
                     Ok(_) if let Some(t) = &mut tap => t.sent(now, self.local, to, &out[..n]),
                     Ok(_) => {}
                     Err(e) if verbosity >= Verbosity::Verbose => {
-                        eprintln!("udpftd: sending to {to}: {e}");
+                        tracing::debug!(target: "udpftd", "sending to {to}: {e}");
                     }
                     Err(_) => {}
                 }
@@ -293,24 +301,18 @@ impl Server {
                 // Timed from the session's first event, as the client's lines are from
                 // its request (PROTOCOL.md §9); escaped, for an ERROR carries the
                 // client's text.
-                let t0 = *started.entry(id).or_insert(now);
+                let (t0, span) = spans.get(now, peer, id);
                 let t = now.saturating_duration_since(t0).as_secs_f64() * 1e3;
                 let ev = crate::text::sanitize(&ev.to_string()).into_owned();
-                eprintln!("udpftd: {t:>9.3} ms  {peer} {id:016x}: {ev}");
+                span.in_scope(|| {
+                    tracing::trace!(target: "udpftd", "{t:>9.3} ms  {peer} {id:016x}: {ev}");
+                });
             }
-            while let Some((level, text)) = ep.poll_log() {
-                let shown = match level {
-                    LogLevel::Normal => Verbosity::Normal,
-                    LogLevel::Verbose => Verbosity::Verbose,
-                };
-                // --trace shows everything that happens, dropped datagrams included.
-                if verbosity >= shown || (o.trace && verbosity > Verbosity::Quiet) {
-                    let mut err = io::stderr().lock();
-                    let _ = writeln!(err, "udpftd: {text}");
-                }
+            while let Some(line) = ep.poll_log() {
+                emit(&line, &mut spans, now, verbosity, o.trace);
             }
             if ep.is_idle() {
-                started.clear();
+                spans.clear();
             }
             if ep.is_finished(now) {
                 break;
@@ -323,19 +325,20 @@ impl Server {
             self.wait(deadline, &mut buf, &mut ep, &mut tap, &ports)?;
         }
         if let Some(Err(e)) = tap.take().map(Tap::finish) {
-            eprintln!("udpftd: writing the capture failed: {e}");
+            tracing::error!(target: "udpftd", "writing the capture failed: {e}");
         }
         let now = Instant::now();
         ep.close(now);
-        while let Some((level, text)) = ep.poll_log() {
-            if level == LogLevel::Normal && verbosity >= Verbosity::Normal {
-                eprintln!("udpftd: {text}");
+        while let Some(line) = ep.poll_log() {
+            if line.level == LogLevel::Normal {
+                emit(&line, &mut spans, now, verbosity, false);
             }
         }
         let s = ep.stats();
         if verbosity >= Verbosity::Verbose {
-            eprintln!(
-                "udpftd: served {} session(s), refused {}, {} address check(s), dropped {} malformed and {} unroutable datagram(s)",
+            tracing::debug!(
+                target: "udpftd",
+                "served {} session(s), refused {}, {} address check(s), dropped {} malformed and {} unroutable datagram(s)",
                 s.sessions, s.refused, s.retries, s.malformed, s.unrouted
             );
         }
@@ -429,7 +432,7 @@ impl Server {
                 // An ICMP error for an earlier send, or the like: keep serving.
                 Err(e) => {
                     if self.opts.verbosity >= Verbosity::Verbose {
-                        eprintln!("udpftd: socket: {e}");
+                        tracing::debug!(target: "udpftd", "socket: {e}");
                     }
                 }
             }
@@ -451,7 +454,7 @@ fn open_and_close_ports(
                 Ok(()) => ep.tftp_port_ready(id),
                 Err(e) => {
                     if verbosity >= Verbosity::Verbose {
-                        eprintln!("udpftd: cannot open a TFTP transfer port: {e}");
+                        tracing::debug!(target: "udpftd", "cannot open a TFTP transfer port: {e}");
                     }
                     ep.tftp_port_failed(now, id, &e.to_string());
                 }
@@ -461,23 +464,99 @@ fn open_and_close_ports(
     }
 }
 
+/// The `session` span of each session seen since the server was last idle, and when
+/// it was first seen.
+#[derive(Default)]
+struct Spans(std::collections::HashMap<SessionId, (Instant, tracing::Span)>);
+
+impl Spans {
+    fn get(&mut self, now: Instant, peer: SocketAddr, id: SessionId) -> (Instant, tracing::Span) {
+        self.0
+            .entry(id)
+            .or_insert_with(|| {
+                let span = tracing::info_span!(
+                    target: "udpftd",
+                    "session",
+                    %peer,
+                    id = %format_args!("{id:016x}")
+                );
+                (now, span)
+            })
+            .clone()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// Emits one of the endpoint's log lines, if `verbosity` (or `trace`, which shows
+/// everything that happens, dropped datagrams included) asks for it: one-session lines
+/// inside that session's span.
+fn emit(line: &LogLine, spans: &mut Spans, now: Instant, verbosity: Verbosity, trace: bool) {
+    let shown = match line.level {
+        LogLevel::Normal => Verbosity::Normal,
+        LogLevel::Verbose => Verbosity::Verbose,
+    };
+    if verbosity < shown && !(trace && verbosity > Verbosity::Quiet) {
+        return;
+    }
+    let text = &line.text;
+    let log = || match line.level {
+        LogLevel::Normal => tracing::info!(target: "udpftd", "{text}"),
+        LogLevel::Verbose => tracing::debug!(target: "udpftd", "{text}"),
+    };
+    match line.session {
+        Some((peer, id)) => spans.get(now, peer, id).1.in_scope(log),
+        None => log(),
+    }
+}
+
+/// A job for an IO worker: a request of the endpoint, or a read-ahead's refill.
+enum Job {
+    Request(IoRequest),
+    Run(Box<dyn FnOnce() + Send>),
+}
+
+/// Reports a completion to the network thread: a channel message and a wake-up byte.
+#[derive(Clone)]
+struct Done {
+    tx: Sender<(SessionId, IoOutcome)>,
+    wake: Arc<OwnedFd>,
+}
+
+impl Done {
+    fn send(&self, ticket: SessionId, outcome: IoOutcome) -> bool {
+        if self.tx.send((ticket, outcome)).is_err() {
+            return false;
+        }
+        let _ = rustix::io::write(&*self.wake, &[1]);
+        true
+    }
+}
+
 /// The IO workers: each takes a file operation, carries it out on the served root and
 /// reports back through a channel, waking the network thread with a byte on a pipe.
 struct IoPool {
-    jobs: Sender<IoRequest>,
+    jobs: Sender<Job>,
 }
 
 impl IoPool {
-    fn start(
-        n: usize,
-        root: Arc<Root>,
-        done: Sender<(SessionId, IoOutcome)>,
-        wake: Arc<OwnedFd>,
-    ) -> io::Result<IoPool> {
-        let (jobs, rx) = channel::<IoRequest>();
-        let rx: Arc<Mutex<Receiver<IoRequest>>> = Arc::new(Mutex::new(rx));
+    fn start(n: usize, root: Arc<Root>, done: Done) -> io::Result<IoPool> {
+        let (jobs, rx) = channel::<Job>();
+        let rx: Arc<Mutex<Receiver<Job>>> = Arc::new(Mutex::new(rx));
+        // Read-aheads schedule their refills on the same workers.
+        let schedule: Schedule = {
+            let jobs = Mutex::new(jobs.clone());
+            Arc::new(move |run| {
+                if let Ok(j) = jobs.lock() {
+                    let _ = j.send(Job::Run(run));
+                }
+            })
+        };
         for i in 0..n {
-            let (rx, root, done, wake) = (rx.clone(), root.clone(), done.clone(), wake.clone());
+            let (rx, root, done, schedule) =
+                (rx.clone(), root.clone(), done.clone(), schedule.clone());
             std::thread::Builder::new()
                 .name(format!("udpft-io-{i}"))
                 .spawn(move || {
@@ -486,12 +565,20 @@ impl IoPool {
                             Ok(r) => r.recv(),
                             Err(_) => return,
                         };
-                        let Ok(job) = job else { return };
-                        let (ticket, outcome) = carry_out(&root, job);
-                        if done.send((ticket, outcome)).is_err() {
-                            return;
+                        match job {
+                            Err(_) => return,
+                            Ok(Job::Run(run)) => run(),
+                            Ok(Job::Request(req)) => {
+                                let Some((ticket, outcome)) =
+                                    carry_out(&root, req, &schedule, &done)
+                                else {
+                                    continue;
+                                };
+                                if !done.send(ticket, outcome) {
+                                    return;
+                                }
+                            }
                         }
-                        let _ = rustix::io::write(&*wake, &[1]);
                     }
                 })?;
         }
@@ -500,13 +587,36 @@ impl IoPool {
 
     fn send(&self, job: IoRequest) {
         // The workers live as long as the pool: a send cannot fail while it runs.
-        let _ = self.jobs.send(job);
+        let _ = self.jobs.send(Job::Request(job));
     }
 }
 
-/// One file operation on the served root.
-fn carry_out(root: &Root, job: IoRequest) -> (SessionId, IoOutcome) {
-    match job {
+/// `source` behind a read-ahead on the workers, its first chunk read already; the
+/// session `ticket` is told when a refill lands.
+fn read_ahead(
+    source: Box<dyn io::Read + Send>,
+    ticket: SessionId,
+    schedule: &Schedule,
+    done: &Done,
+) -> Box<dyn io::Read + Send> {
+    let done = done.clone();
+    let ready = Arc::new(move || {
+        done.send(ticket, IoOutcome::Ready);
+    });
+    let ra = ReadAhead::new(source, schedule.clone(), ready);
+    ra.prefetch();
+    Box::new(ra)
+}
+
+/// One file operation on the served root, and what to report (a discard reports
+/// nothing).
+fn carry_out(
+    root: &Arc<Root>,
+    job: IoRequest,
+    schedule: &Schedule,
+    done: &Done,
+) -> Option<(SessionId, IoOutcome)> {
+    Some(match job {
         IoRequest::Open {
             ticket,
             op,
@@ -518,19 +628,23 @@ fn carry_out(root: &Root, job: IoRequest) -> (SessionId, IoOutcome) {
                 Op::Get => match root.open_file(&name) {
                     Ok(src) => {
                         let size = src.size();
-                        IoOutcome::Send(Box::new(src), size)
+                        let src = read_ahead(Box::new(src.unbuffered()), ticket, schedule, done);
+                        IoOutcome::Send(src, size)
                     }
                     Err(r) => IoOutcome::Refused(r.code, r.message),
                 },
-                Op::List => match listing(root, &name) {
-                    Ok(text) => {
-                        let size = text.len() as u64;
-                        IoOutcome::Send(Box::new(io::Cursor::new(text)), size)
-                    }
+                // Streamed, so its length is not known in advance (PROTOCOL.md §3.2).
+                Op::List => match Listing::open(root.clone(), &name) {
+                    Ok(list) => IoOutcome::Send(
+                        read_ahead(Box::new(list), ticket, schedule, done),
+                        wire::UNKNOWN_SIZE,
+                    ),
                     Err(r) => IoOutcome::Refused(r.code, r.message),
                 },
+                // Writes that would wait for the disk are refused instead, and the
+                // receiver leaves that block unacknowledged for now.
                 Op::Put => match root.create(&name, overwrite) {
-                    Ok(f) => IoOutcome::Store(Box::new(f)),
+                    Ok(f) => IoOutcome::Store(Box::new(f.nonblocking())),
                     Err(r) => IoOutcome::Refused(r.code, r.message),
                 },
                 Op::Delete => match root.delete(&name) {
@@ -546,5 +660,10 @@ fn carry_out(root: &Root, job: IoRequest) -> (SessionId, IoOutcome) {
             drop(sink);
             (ticket, IoOutcome::Committed(stored))
         }
-    }
+        // Closes (or removes) the temporary file here, off the network thread.
+        IoRequest::Discard { sink } => {
+            drop(sink);
+            return None;
+        }
+    })
 }

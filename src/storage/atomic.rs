@@ -264,6 +264,17 @@ impl std::fmt::Debug for AtomicFile {
     }
 }
 
+impl AtomicFile {
+    /// Writes never wait for the disk (see [`WriteBehind::set_nonblocking`]): for a
+    /// server, whose receiver then leaves a block unacknowledged until there is room.
+    pub fn nonblocking(mut self) -> AtomicFile {
+        if let Some(w) = self.out.as_mut() {
+            w.set_nonblocking(true);
+        }
+        self
+    }
+}
+
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.out.as_mut().ok_or_else(Self::closed)?.write(buf)

@@ -19,6 +19,7 @@
 
 mod atomic;
 mod listing;
+mod read_ahead;
 mod root;
 mod source;
 mod sweep;
@@ -27,7 +28,8 @@ pub mod write_behind;
 use std::io;
 
 pub use atomic::{AtomicFile, TempFiles};
-pub use listing::listing;
+pub use listing::{Listing, listing};
+pub use read_ahead::{CHUNK, CHUNKS, ReadAhead, Ready, Schedule};
 pub use root::{Resolver, Root, check_name};
 pub use source::FileSource;
 pub use sweep::{sweep_dir, sweep_tree};

@@ -40,6 +40,16 @@ impl FileSource {
         })
     }
 
+    /// The same source without its own read-ahead buffer, for a reader that reads in
+    /// large chunks itself (a [`super::ReadAhead`]). Call before the first read.
+    pub fn unbuffered(self) -> FileSource {
+        debug_assert_eq!(self.read, 0, "nothing may be buffered yet");
+        FileSource {
+            file: BufReader::with_capacity(0, self.file.into_inner()),
+            ..self
+        }
+    }
+
     /// Opens a local file (the client's put) and checks that it is a regular file.
     pub fn open(path: &Path) -> io::Result<FileSource> {
         let file = File::options()

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::thread::JoinHandle;
 
 /// The size of each buffer handed to the writer thread. Two blocks of the largest
@@ -38,6 +38,8 @@ pub struct WriteBehind {
     flushed: Receiver<io::Result<()>>,
     failed: Arc<AtomicBool>,
     thread: Option<JoinHandle<File>>,
+    /// See [`WriteBehind::set_nonblocking`].
+    nonblocking: bool,
 }
 
 impl WriteBehind {
@@ -89,7 +91,16 @@ impl WriteBehind {
             flushed,
             failed,
             thread: Some(thread),
+            nonblocking: false,
         })
+    }
+
+    /// In non-blocking mode a `write` never waits for the writer thread: one that does
+    /// not fit in the current buffer while every other buffer is still being written
+    /// takes nothing and fails with [`io::ErrorKind::WouldBlock`] (a write of at most
+    /// [`BUFFER`] bytes is taken whole or not at all). `flush` still waits.
+    pub fn set_nonblocking(&mut self, on: bool) {
+        self.nonblocking = on;
     }
 
     fn gone() -> io::Error {
@@ -128,6 +139,20 @@ impl Write for WriteBehind {
         if self.failed.load(Ordering::Acquire) {
             // The thread's own error, with its kind and text, comes from flush.
             return Err(self.flush().err().unwrap_or_else(Self::gone));
+        }
+        if self.nonblocking && buf.len() <= BUFFER {
+            if self.current.len() + buf.len() > BUFFER {
+                let next = match self.free.try_recv() {
+                    Ok(b) => b,
+                    Err(TryRecvError::Empty) => return Err(io::ErrorKind::WouldBlock.into()),
+                    Err(TryRecvError::Disconnected) => return Err(Self::gone()),
+                };
+                let full = std::mem::replace(&mut self.current, next);
+                self.send(Job::Write(full))?;
+            }
+            // A full buffer is handed off by the next write (or flush), which may wait.
+            self.current.extend_from_slice(buf);
+            return Ok(buf.len());
         }
         let n = buf.len().min(BUFFER - self.current.len());
         self.current.extend_from_slice(&buf[..n]);
@@ -180,6 +205,56 @@ mod tests {
         File::open(&path).unwrap().read_to_end(&mut got).unwrap();
         assert_eq!(got.len(), expect.len());
         assert!(got == expect);
+    }
+
+    /// Non-blocking: while the writer is stuck (a pipe nobody reads), writes fill the
+    /// buffers and then take nothing (WouldBlock); once it drains, they go on, and
+    /// every byte arrives once, in order.
+    #[test]
+    fn nonblocking_writes_take_nothing_while_the_writer_is_stuck() {
+        let (rx, tx) = rustix::pipe::pipe().unwrap();
+        let mut w = WriteBehind::new(File::from(tx)).unwrap();
+        w.set_nonblocking(true);
+        let block: Vec<u8> = (0..1000).map(|i| i as u8).collect();
+        let mut taken = 0usize;
+        let mut refused = 0;
+        // The pipe holds 64 KiB; the buffers hold 3 × 128 KiB: well before 2 MB the
+        // writer is stuck and every buffer full.
+        while taken < 2 << 20 {
+            match w.write(&block) {
+                Ok(n) => {
+                    assert_eq!(n, block.len(), "taken whole");
+                    taken += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    refused += 1;
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(refused, 1, "stuck writer: a write is refused");
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            File::from(rx).read_to_end(&mut got).unwrap();
+            got
+        });
+        // Draining now: the refused block goes through in time.
+        let mut more = 0;
+        while more < 10 {
+            match w.write(&block) {
+                Ok(n) => {
+                    taken += n;
+                    more += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        drop(w.finish().unwrap());
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), taken);
+        assert!(got.chunks(1000).all(|c| c == &block[..]));
     }
 
     #[test]

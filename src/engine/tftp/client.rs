@@ -107,7 +107,7 @@ impl TftpClient {
             mode,
             asked,
             cfg,
-            rto: RtoEstimator::new(cfg.rto),
+            rto: RtoEstimator::new(super::first_timeout(cfg.rto)),
             phase: Phase::Requesting {
                 job: Some(job),
                 packet,

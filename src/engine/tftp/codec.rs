@@ -216,6 +216,9 @@ impl<S: Sink> io::Write for NetasciiSink<S> {
 
 impl<S: Sink> Sink for NetasciiSink<S> {
     fn commit(&mut self) -> io::Result<()> {
+        // Flushed first: a write-behind that refuses writes when full then has room
+        // for the CR held back.
+        self.inner.flush()?;
         self.inner.finish()?;
         self.inner.flush()?;
         self.inner.get_mut().commit()

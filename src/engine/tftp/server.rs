@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use super::codec::{Tftp, sink_for, source_for};
 use super::negotiate::{Direction, Granted, Limits, negotiate};
 use super::request::{MAX_ERROR_LEN, RateLimit, emit_error, served_name, tftp_code};
-use crate::engine::endpoint::{IoOutcome, IoRequest, LogLevel};
+use crate::engine::endpoint::{IoOutcome, IoRequest, LogLevel, LogLine};
 use crate::engine::frame::{Accept, ErrorCode, Frame, Op, SessionId, UNKNOWN_SIZE};
 use crate::engine::{Config, Event, OpeningAck, Receiver, Sender, Stats, Status};
 use crate::rto::RtoEstimator;
@@ -181,7 +181,7 @@ pub struct TftpServer {
     stateless: VecDeque<(Via, SocketAddr, Vec<u8>)>,
     io: VecDeque<IoRequest>,
     ports: VecDeque<PortRequest>,
-    logs: VecDeque<(LogLevel, String)>,
+    logs: VecDeque<LogLine>,
     events: VecDeque<(SocketAddr, SessionId, Event)>,
     tid_errors: RateLimit,
     stats: TftpStats,
@@ -223,7 +223,20 @@ impl TftpServer {
     }
 
     fn log(&mut self, level: LogLevel, text: String) {
-        self.logs.push_back((level, text));
+        self.logs.push_back(LogLine {
+            level,
+            session: None,
+            text,
+        });
+    }
+
+    /// A line about transfer `id` of `client` (the driver puts it in that session's span).
+    fn log_transfer(&mut self, client: SocketAddr, id: TransferId, text: String) {
+        self.logs.push_back(LogLine {
+            level: LogLevel::Normal,
+            session: Some((client, id)),
+            text,
+        });
     }
 
     fn via(&self, id: TransferId) -> Via {
@@ -457,6 +470,18 @@ impl TftpServer {
 
     /// The outcome of a file operation this side asked for.
     pub fn io_done(&mut self, now: Instant, ticket: SessionId, outcome: IoOutcome) {
+        if let IoOutcome::Ready = outcome {
+            // A read-ahead refilled: a sender that starved may send again.
+            if let Some(Transfer {
+                role: Role::Send(s),
+                ..
+            }) = self.transfers.get_mut(&ticket)
+            {
+                s.source_ready();
+                self.dirty.push_back(ticket);
+            }
+            return;
+        }
         if let IoOutcome::Committed(result) = outcome {
             if let Some(t) = self.transfers.get_mut(&ticket) {
                 t.committing = false;
@@ -532,7 +557,7 @@ impl TftpServer {
                 self.refuse_request(req.from, what, &shown, tftp_code(code), &message);
                 return;
             }
-            IoOutcome::Done | IoOutcome::Committed(_) => {
+            IoOutcome::Done | IoOutcome::Committed(_) | IoOutcome::Ready => {
                 self.by_client.remove(&req.from);
                 return;
             }
@@ -583,6 +608,7 @@ impl TftpServer {
             // The client's interval is our ceiling (TFTP.md §2.3).
             cfg.rto.max = cfg.rto.max.min(t);
         }
+        cfg.rto = super::first_timeout(cfg.rto);
         cfg
     }
 
@@ -730,8 +756,8 @@ impl TftpServer {
                 _ => "ok".to_string(),
             };
             let line = transfer_line(t, now, &outcome);
-            let level = LogLevel::Normal;
-            self.log(level, line);
+            let client = t.client;
+            self.log_transfer(client, id, line);
         }
         let Some(t) = self.transfers.get(&id) else {
             return;
@@ -742,7 +768,14 @@ impl TftpServer {
     }
 
     fn remove(&mut self, id: TransferId) {
-        if let Some(t) = self.transfers.remove(&id) {
+        if let Some(mut t) = self.transfers.remove(&id) {
+            // An upload that ended unstored: its temporary file is dropped on an IO
+            // worker, never on the network thread.
+            if let Role::Receive(r) = &mut t.role
+                && let Some(sink) = r.take_sink()
+            {
+                self.io.push_back(IoRequest::Discard { sink });
+            }
             if self.by_client.get(&t.client) == Some(&id) {
                 self.by_client.remove(&t.client);
             }
@@ -862,7 +895,7 @@ impl TftpServer {
         self.io.pop_front()
     }
 
-    pub fn poll_log(&mut self) -> Option<(LogLevel, String)> {
+    pub fn poll_log(&mut self) -> Option<LogLine> {
         self.logs.pop_front()
     }
 

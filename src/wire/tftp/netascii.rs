@@ -204,7 +204,7 @@ impl<W: Write> DecodingWriter<W> {
         DecodingWriter {
             inner,
             dec: Decoder::new(),
-            buf: vec![0u8; 16 * 1024 + 1].into_boxed_slice(),
+            buf: vec![0u8; 64 * 1024 + 1].into_boxed_slice(),
         }
     }
 
@@ -212,7 +212,16 @@ impl<W: Write> DecodingWriter<W> {
     /// complete (and still needs its own flush or commit).
     pub fn finish(&mut self) -> io::Result<()> {
         if let Some(b) = self.dec.finish() {
-            self.inner.write_all(&[b])?;
+            match self.inner.write(&[b]) {
+                Ok(1) => {}
+                // A sink that would not take it now takes it once flushed.
+                Ok(_) => self.inner.write_all(&[b])?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.inner.flush()?;
+                    self.inner.write_all(&[b])?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -227,11 +236,24 @@ impl<W: Write> DecodingWriter<W> {
 }
 
 impl<W: Write> Write for DecodingWriter<W> {
+    /// Takes up to 64 KiB (a whole TFTP block) at once. All or nothing towards a sink
+    /// that may refuse with `WouldBlock` (a write-behind that is full): then nothing
+    /// was taken and the decoder is as it was, so the same block can come again.
     fn write(&mut self, input: &[u8]) -> io::Result<usize> {
         let take = input.len().min(self.buf.len() - 1);
+        let before = self.dec;
         let n = self.dec.decode(&input[..take], &mut self.buf);
-        self.inner.write_all(&self.buf[..n])?;
-        Ok(take)
+        match self.inner.write(&self.buf[..n]) {
+            Ok(m) if m == n => Ok(take),
+            Ok(m) => {
+                self.inner.write_all(&self.buf[m..n])?;
+                Ok(take)
+            }
+            Err(e) => {
+                self.dec = before;
+                Err(e)
+            }
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -320,6 +342,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A sink that refuses every other write with WouldBlock, taking nothing then.
+    struct Balky {
+        got: Vec<u8>,
+        refuse: bool,
+    }
+    impl Write for Balky {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.refuse = !self.refuse;
+            if self.refuse {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.got.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_refused_write_takes_nothing_and_the_block_can_come_again() {
+        let wire = b"a\r\nb\r\0c\r";
+        let mut w = DecodingWriter::new(Balky {
+            got: Vec::new(),
+            refuse: false,
+        });
+        for chunk in wire.chunks(2) {
+            // Refused once, then taken whole: as a receiver resending a deferred block.
+            loop {
+                match w.write(chunk) {
+                    Ok(n) => {
+                        assert_eq!(n, chunk.len());
+                        break;
+                    }
+                    Err(e) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock),
+                }
+            }
+        }
+        w.finish().unwrap();
+        assert_eq!(w.into_inner().got, b"a\nb\rc\r");
     }
 
     #[test]
