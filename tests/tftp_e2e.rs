@@ -147,3 +147,24 @@ fn what_tftp_lacks_is_refused_before_sending_and_errors_name_their_code() {
     let o = udpft(&["get", "tftp://", "x"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// IPv6: `tftp://[::1]:PORT` against udpftd listening on [::1], both ways, and the
+/// transfer's own port on the same address.
+#[test]
+fn tftp_over_ipv6() {
+    let root = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let srv = Server::start_on("[::1]:0", root.path(), &[]);
+    assert!(srv.addr.starts_with("[::1]:"), "{}", srv.addr);
+    let url = format!("tftp://{}", srv.addr);
+    let data = content(70_000, 6);
+    fs::write(root.path().join("f"), &data).unwrap();
+    let dst = local.path().join("f");
+    let o = udpft(&["get", &url, "f", dst.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(fs::read(&dst).unwrap(), data);
+    let o = udpft(&["put", &url, dst.to_str().unwrap(), "g"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(fs::read(root.path().join("g")).unwrap(), data);
+    assert!(srv.log().contains("[::1]:"), "{}", srv.log());
+}
