@@ -265,6 +265,7 @@ fn main() {
             block_size: wire::DEFAULT_BLOCK_SIZE,
             size: 0,
             name: "notes.txt",
+            window: 1,
         }),
     };
     let n = request.emit(&mut buf).unwrap();
@@ -291,6 +292,7 @@ fn main() {
             block_size: wire::DEFAULT_BLOCK_SIZE,
             size: 0,
             name: "notes.txt",
+            window: 1,
         }),
     };
     let n = again.emit(&mut buf).unwrap();
@@ -306,6 +308,7 @@ fn main() {
             op: Op::Get,
             block_size: wire::DEFAULT_BLOCK_SIZE,
             size: 18,
+            window: 1,
         }),
     };
     let n = accept.emit(&mut buf).unwrap();

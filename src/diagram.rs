@@ -246,6 +246,19 @@ impl Diagram {
                     seen(&mut d, false, packet_label(*kind, *seq), "");
                     seen(&mut d, true, packet_label(Kind::Ack, *seq), "");
                 }
+                // A window above 1: what arrived, without a figure's one-ack-per-block.
+                Event::Delivered { seq, .. } => {
+                    last_data = *seq;
+                    seen(&mut d, false, packet_label(Kind::Data, *seq), "");
+                }
+                Event::Ahead { seq, .. } => {
+                    seen(&mut d, false, packet_label(Kind::Data, *seq), "ahead");
+                    d.event(at, side, e, &mut timer);
+                }
+                Event::Repaired { kind, seq, .. } => {
+                    d.event(at, side, e, &mut timer);
+                    seen(&mut d, true, packet_label(*kind, *seq), "repaired");
+                }
                 Event::Duplicate { kind, seq } => {
                     seen(&mut d, false, packet_label(*kind, *seq), "again");
                     d.event(at, side, e, &mut timer);

@@ -127,6 +127,11 @@ impl RtoEstimator {
         self.srtt
     }
 
+    /// The smallest round trip sampled so far.
+    pub fn min_rtt(&self) -> Option<Duration> {
+        self.min_rtt
+    }
+
     /// The round-trip variation (RTTVAR): zero before the first sample.
     pub fn rttvar(&self) -> Duration {
         self.rttvar

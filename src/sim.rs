@@ -71,8 +71,12 @@ pub struct SimOutcome {
     pub server_dropped: u64,
     /// Datagrams the server held back for the anti-amplification budget.
     pub held_back: u64,
-    /// Virtual time from the first REQUEST until both sides were done.
+    /// Virtual time from the first REQUEST until both sides were done (lingering
+    /// included).
     pub elapsed: Duration,
+    /// Virtual time from the first REQUEST until the client's transfer was complete
+    /// (verified, stored, acknowledged), if it completed.
+    pub completed: Option<Duration>,
     /// True if the run stopped at the time limit with a side still running.
     pub hung: bool,
     /// Every trace line, prefixed with the virtual time and the side, if tracing was on.
@@ -317,6 +321,7 @@ pub fn run_scripted(
     let mut events = Vec::new();
     let mut out = vec![0u8; crate::wire::MAX_DATAGRAM];
     let mut hung = false;
+    let mut completed = None;
 
     loop {
         // A verified DONE is stored at once here (no time passes), so its ACK goes out
@@ -354,6 +359,9 @@ pub fn run_scripted(
         }
         while let Some(e) = server.poll_ended() {
             ended = Some(e);
+        }
+        if completed.is_none() && matches!(client.status(), Status::Complete | Status::Closed) {
+            completed = Some(now - start);
         }
         if terminal(client.status()) && server.is_idle() && wire.queue.is_empty() {
             break;
@@ -407,6 +415,7 @@ pub fn run_scripted(
         server_dropped: st.malformed + st.unrouted,
         held_back: ended.as_ref().map_or(0, |e| e.held_back),
         elapsed: now - start,
+        completed,
         hung,
         trace,
         link_log: wire.log.map(|(_, l)| l).unwrap_or_default(),

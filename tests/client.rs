@@ -125,6 +125,7 @@ fn accept(s: &UdpSocket, to: SocketAddr, nonce: u64, op: Op, size: u64) {
             op,
             block_size: 1024,
             size,
+            window: 1,
         }),
     };
     s.send_to(&emit(&d), to).unwrap();

@@ -601,3 +601,74 @@ fn tftp_can_be_turned_off() {
     assert!(ios(&mut ep).is_empty() && sent(&mut ep, t0).is_empty());
     assert_eq!(ep.stats().malformed, 1);
 }
+
+/// windowsize: a write is granted up to the server's limit (the engine's receiver
+/// takes a window as an RFC 7440 sender sends it); a read is granted 1 (TFTP.md
+/// "Not yet"); a window of blocks arrives whole and is stored.
+#[test]
+fn windowsize_is_granted_to_writes_and_1_to_reads() {
+    let t0 = Instant::now();
+    let mut ep = endpoint(
+        EndpointConfig {
+            tftp_max_window: 16,
+            ..EndpointConfig::default()
+        },
+        t0,
+    );
+    let client = addr("192.0.2.1:2000");
+    let sink = Capture::default();
+    let (id, out) = open_transfer(
+        &mut ep,
+        t0,
+        client,
+        &request(
+            false,
+            "w",
+            Mode::Octet,
+            &[("blksize", "100"), ("windowsize", "8")],
+        ),
+        None,
+        Some(sink.clone()),
+    );
+    let Packet::Oack(o) = parse(&out[0].2) else {
+        panic!()
+    };
+    assert_eq!(o.as_bytes(), b"blksize\x00100\0windowsize\x008\0");
+    // A whole window, then the short last block.
+    let mut acks = Vec::new();
+    for b in 1..=8u16 {
+        ep.handle_tftp(t0, Via::Port(id), client, &data(b, &[b as u8; 100]));
+        for (_, _, p) in sent(&mut ep, t0) {
+            if let Packet::Ack { block } = parse(&p) {
+                acks.push(block);
+            }
+        }
+    }
+    assert!(
+        acks.contains(&8),
+        "the window's last block is acknowledged: {acks:?}"
+    );
+    ep.handle_tftp(t0, Via::Port(id), client, &data(9, b"end"));
+    let io = ios(&mut ep);
+    assert!(matches!(io[..], [IoRequest::Commit { .. }]), "{io:?}");
+    ep.io_done(t0, id, IoOutcome::Committed(Ok(())));
+    assert!(
+        sent(&mut ep, t0)
+            .iter()
+            .any(|(_, _, p)| parse(p) == Packet::Ack { block: 9 })
+    );
+    assert_eq!(sink.contents().len(), 803);
+    // A read asking for a window is granted 1.
+    let (_, out) = open_transfer(
+        &mut ep,
+        t0,
+        addr("192.0.2.1:2001"),
+        &rrq("r", &[("windowsize", "8")]),
+        Some(&[0u8; 2000]),
+        None,
+    );
+    let Packet::Oack(o) = parse(&out[0].2) else {
+        panic!()
+    };
+    assert_eq!(o.as_bytes(), b"windowsize\x001\0");
+}

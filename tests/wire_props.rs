@@ -40,6 +40,12 @@ fn arb_datagram() -> impl Strategy<Value = Vec<u8>> {
     )
         .prop_map(|(session, seq, kind, op, name, payload, crc, block)| {
             let seq1 = seq.max(1);
+            // Windows 1 (not on the wire) to the largest, and a canonical selective
+            // acknowledgement made from the payload.
+            let window = 1 + (crc % wire::MAX_WINDOW as u32) as u16;
+            let mut bits = payload[..payload.len().min(wire::MAX_SACK_LEN)].to_vec();
+            bits[0] &= 0x7f;
+            *bits.last_mut().unwrap() |= 1;
             let (seq, message) = match kind {
                 0 => (
                     0,
@@ -49,6 +55,7 @@ fn arb_datagram() -> impl Strategy<Value = Vec<u8>> {
                         block_size: block,
                         size: seq,
                         name: &name,
+                        window,
                     }),
                 ),
                 1 => (
@@ -58,10 +65,12 @@ fn arb_datagram() -> impl Strategy<Value = Vec<u8>> {
                         op,
                         block_size: block,
                         size: seq,
+                        window,
                     }),
                 ),
                 2 => (seq1, Message::Data(&payload)),
-                3 => (seq, Message::Ack),
+                3 if crc & 1 == 0 => (seq, Message::Ack),
+                3 => (seq, Message::Sack(&bits)),
                 4 => (seq1, Message::Done { length: seq, crc }),
                 _ => (
                     seq,

@@ -72,6 +72,12 @@ struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = wire::MAX_BLOCK_SIZE,
           value_parser = clap::value_parser!(u32).range(wire::MIN_BLOCK_SIZE as i64..=wire::MAX_BLOCK_SIZE as i64))]
     max_block_size: u32,
+    /// Largest send window granted to a client that asks for one, in blocks, from 1
+    /// (stop-and-wait only) to 1024; never more than the client asked for, and less
+    /// for very large blocks (a window holds at most 8 MiB).
+    #[arg(long, value_name = "BLOCKS", default_value_t = udpft::net::server::DEFAULT_MAX_WINDOW,
+          value_parser = clap::value_parser!(u16).range(1..=udpft::engine::frame::MAX_WINDOW as i64))]
+    max_window: u16,
     /// Ceiling of the retransmission timeout (e.g. 500ms, 2s, or plain seconds).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_timeout)]
     timeout: Duration,
@@ -159,6 +165,7 @@ fn main() -> ExitCode {
         allow_delete: a.allow_delete,
         allow_exit: a.allow_exit,
         max_block_size: a.max_block_size,
+        max_window: a.max_window,
         timeout: a.timeout,
         idle: a.idle,
         grace: a.grace,

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::codec::{Codec, Udpft};
-use super::frame::{Accept, Frame, Kind, Op, Request, SessionId};
-use super::retransmit::{Expiry, Outstanding};
+use super::frame::{Accept, Frame, Kind, Op, Request, Sack, SessionId};
+use super::window::{Acked, Expiry, Resend, SendWindow};
 use super::{Config, Event, Receiver, Sender, Sink, Stats, Status, TransferError};
 use crate::rto::RtoEstimator;
 use crate::wire;
@@ -43,8 +43,8 @@ enum Phase {
     Requesting {
         job: Option<Job>,
         packet: Vec<u8>,
-        out: Outstanding,
-        resend_after: Option<std::time::Duration>,
+        /// The REQUEST as a window of one packet: its timer, its tries.
+        out: SendWindow,
     },
     Sending(Sender),
     Receiving(Receiver),
@@ -106,7 +106,7 @@ impl ClientSession {
                 .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE),
             size,
             name,
-            window: 1,
+            window: super::window_for(cfg.window, cfg.block_size),
         });
         let mut packet = vec![0; wire::MAX_DATAGRAM];
         let len = Udpft
@@ -122,8 +122,7 @@ impl ClientSession {
             phase: Phase::Requesting {
                 job: Some(job),
                 packet,
-                out: Outstanding::new(Kind::Request, 0, len),
-                resend_after: None,
+                out: request_window(len),
             },
             accepted: None,
             status: Status::Running,
@@ -184,16 +183,10 @@ impl ClientSession {
             // server restarted, or our token expired) is answered the same way.
             Frame::Retry(token) if session == self.nonce => {
                 self.stats.received += 1;
-                let Phase::Requesting {
-                    packet,
-                    out,
-                    resend_after,
-                    ..
-                } = &mut self.phase
-                else {
+                let Phase::Requesting { packet, out, .. } = &mut self.phase else {
                     unreachable!()
                 };
-                let Ok((_, Frame::Request(req))) = Udpft.decode(&packet[..out.len], 0) else {
+                let Ok((_, Frame::Request(req))) = Udpft.decode(packet, 0) else {
                     unreachable!("our own request decodes")
                 };
                 let again = Frame::Request(Request {
@@ -205,14 +198,17 @@ impl ClientSession {
                     .encode(self.nonce, &again, &mut next)
                     .expect("a checked request always encodes");
                 next.truncate(len);
-                let rtt = out.acknowledged(now, &mut self.rto);
+                let rtt = answered(out, now, &mut self.rto);
                 *packet = next;
-                *out = Outstanding::new(Kind::Request, 0, len);
-                *resend_after = None;
+                *out = request_window(len);
                 self.trace(Event::Retried { rtt });
             }
             Frame::Accept(a) if a.nonce == self.nonce && session != 0 => {
-                if a.op != self.op || a.block_size > self.cfg.block_size.max(wire::MIN_BLOCK_SIZE) {
+                let asked = super::window_for(self.cfg.window, self.cfg.block_size);
+                if a.op != self.op
+                    || a.block_size > self.cfg.block_size.max(wire::MIN_BLOCK_SIZE)
+                    || a.window > asked
+                {
                     return self.fail(TransferError::Protocol {
                         peer: self.peer,
                         what: "the ACCEPT does not match the request",
@@ -222,7 +218,7 @@ impl ClientSession {
                 let Phase::Requesting { job, out, .. } = &mut self.phase else {
                     unreachable!()
                 };
-                let rtt = out.acknowledged(now, &mut self.rto);
+                let rtt = answered(out, now, &mut self.rto);
                 let job = job.take().expect("the job is taken once, at the ACCEPT");
                 self.trace(Event::Acked {
                     kind: Kind::Request,
@@ -232,6 +228,7 @@ impl ClientSession {
                 self.accepted = Some((session, a));
                 let cfg = Config {
                     block_size: a.block_size,
+                    window: a.window,
                     ..self.cfg
                 };
                 let rto = self.rto.clone();
@@ -266,15 +263,12 @@ impl ClientSession {
     /// Checks timers. Calling it early is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         match &mut self.phase {
-            Phase::Requesting {
-                out, resend_after, ..
-            } => match out.expire(
+            Phase::Requesting { out, .. } => match out.expire(
                 now,
                 &mut self.rto,
                 out.first_sent().unwrap_or(now) + self.cfg.give_up,
             ) {
-                Expiry::NotYet => {}
-                Expiry::Resend { after } => *resend_after = Some(after),
+                Expiry::NotYet | Expiry::Resend { .. } => {}
                 Expiry::GiveUp { tries, over } => self.fail(TransferError::NoAnswer {
                     peer: self.peer,
                     tries,
@@ -290,20 +284,13 @@ impl ClientSession {
     /// The next datagram to send to the server, if any. Call until it returns `None`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<&[u8]> {
         match &mut self.phase {
-            Phase::Requesting {
-                packet,
-                out,
-                resend_after,
-                ..
-            } => {
-                if !out.need_send {
-                    return None;
-                }
-                out.on_transmit(now, &self.rto);
+            Phase::Requesting { packet, out, .. } => {
+                let (seq, why) = out.next_to_send()?;
+                out.on_transmit(seq, now, &self.rto);
                 self.stats.sent += 1;
-                let (seq, len) = (out.seq, out.len - wire::OVERHEAD);
-                let event = match resend_after.take() {
-                    Some(after) => {
+                let len = packet.len() - wire::OVERHEAD;
+                let event = match why {
+                    Some(Resend::Timeout { after }) => {
                         self.stats.resent += 1;
                         Event::Resent {
                             kind: Kind::Request,
@@ -312,7 +299,7 @@ impl ClientSession {
                             after,
                         }
                     }
-                    None => Event::Sent {
+                    _ => Event::Sent {
                         kind: Kind::Request,
                         seq,
                         len,
@@ -321,7 +308,7 @@ impl ClientSession {
                 if self.cfg.trace {
                     self.events.push_back(event);
                 }
-                Some(&packet[..out.len])
+                Some(&packet[..])
             }
             Phase::Sending(s) => s.poll_transmit(now),
             Phase::Receiving(r) => r.poll_transmit(now),
@@ -425,5 +412,25 @@ impl ClientSession {
     }
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+}
+
+/// The REQUEST of `len` bytes as a window of one packet, numbered 0.
+fn request_window(len: usize) -> SendWindow {
+    let mut w = SendWindow::new(1, 0);
+    w.push(Kind::Request, len, 0);
+    w
+}
+
+/// The REQUEST was answered (RETRY or ACCEPT) at `now`: its round trip, if it was sent
+/// once (Karn).
+fn answered(
+    out: &mut SendWindow,
+    now: Instant,
+    rto: &mut RtoEstimator,
+) -> Option<std::time::Duration> {
+    match out.on_ack(now, 0, &Sack::NONE, rto) {
+        Acked::Progress { rtt, .. } => rtt,
+        _ => None,
     }
 }

@@ -113,6 +113,18 @@ impl Codec for Udpft {
         frame: &Frame,
         buf: &mut [u8],
     ) -> Result<usize, WireError> {
+        if let Frame::Ack { seq, sack } = frame
+            && !sack.is_empty()
+        {
+            let mut bits = [0u8; wire::MAX_SACK_LEN];
+            let n = sack_bitmap(sack, &mut bits);
+            let d = Datagram {
+                session,
+                seq: *seq,
+                message: Message::Sack(&bits[..n]),
+            };
+            return d.emit(buf);
+        }
         to_datagram(session, frame).emit(buf)
     }
 
@@ -137,6 +149,28 @@ impl From<wire::Kind> for Kind {
     }
 }
 
+/// Writes `sack` as udpft's bitmap (bit *k* in byte *k*/8, most significant first);
+/// returns its length in bytes.
+fn sack_bitmap(sack: &Sack, bits: &mut [u8; wire::MAX_SACK_LEN]) -> usize {
+    for k in sack.iter() {
+        bits[(k / 8) as usize] |= 0x80 >> (k % 8);
+    }
+    sack.span().div_ceil(8) as usize
+}
+
+/// The selective acknowledgement a udpft bitmap carries.
+fn sack_of(bits: &[u8]) -> Sack {
+    let mut sack = Sack::NONE;
+    for (i, &b) in bits.iter().enumerate() {
+        for j in 0..8 {
+            if b & (0x80 >> j) != 0 {
+                sack.set(i as u64 * 8 + j);
+            }
+        }
+    }
+    sack
+}
+
 /// The frame a parsed udpft datagram carries.
 pub(crate) fn from_datagram<'a>(d: &Datagram<'a>) -> Frame<'a> {
     let seq = d.seq;
@@ -147,19 +181,23 @@ pub(crate) fn from_datagram<'a>(d: &Datagram<'a>) -> Frame<'a> {
             size: r.size,
             name: r.name,
             token: r.token,
-            window: 1,
+            window: r.window,
         }),
         Message::Accept(a) => Frame::Accept(Accept {
             nonce: a.nonce,
             op: a.op,
             block_size: a.block_size,
             size: a.size,
-            window: 1,
+            window: a.window,
         }),
         Message::Data(payload) => Frame::Data { seq, payload },
         Message::Ack => Frame::Ack {
             seq,
             sack: Sack::NONE,
+        },
+        Message::Sack(bits) => Frame::Ack {
+            seq,
+            sack: sack_of(bits),
         },
         Message::Done { length, crc } => Frame::End { seq, length, crc },
         Message::Error { code, message } => Frame::Error { seq, code, message },
@@ -168,7 +206,8 @@ pub(crate) fn from_datagram<'a>(d: &Datagram<'a>) -> Frame<'a> {
     }
 }
 
-/// The udpft datagram that carries `frame` for `session`.
+/// The udpft datagram that carries `frame` for `session` (an ACK without its selective
+/// part: [`Udpft::encode`] adds it).
 pub(crate) fn to_datagram<'a>(session: SessionId, frame: &Frame<'a>) -> Datagram<'a> {
     let (seq, message) = match *frame {
         Frame::Request(r) => (
@@ -179,6 +218,7 @@ pub(crate) fn to_datagram<'a>(session: SessionId, frame: &Frame<'a>) -> Datagram
                 size: r.size,
                 name: r.name,
                 token: r.token,
+                window: r.window,
             }),
         ),
         Frame::Accept(a) => (
@@ -188,6 +228,7 @@ pub(crate) fn to_datagram<'a>(session: SessionId, frame: &Frame<'a>) -> Datagram
                 op: a.op,
                 block_size: a.block_size,
                 size: a.size,
+                window: a.window,
             }),
         ),
         Frame::Data { seq, payload } => (seq, Message::Data(payload)),
@@ -362,6 +403,23 @@ mod tests {
                 seq: 4,
                 sack: Sack::NONE,
             },
+            Frame::Ack {
+                seq: 4,
+                sack: {
+                    let mut s = Sack::NONE;
+                    s.set(1);
+                    s.set(9);
+                    s.set(1023);
+                    s
+                },
+            },
+            Frame::Accept(Accept {
+                nonce: 9,
+                op: Op::Get,
+                block_size: 512,
+                size: 3,
+                window: 64,
+            }),
             Frame::End {
                 seq: 5,
                 length: 3,
@@ -380,9 +438,11 @@ mod tests {
             let n = Udpft.encode(77, &f, &mut buf).unwrap();
             let (session, back) = Udpft.decode(&buf[..n], 0).unwrap();
             assert_eq!((session, back), (77, f));
-            let mut direct = [0u8; 512];
-            let m = to_datagram(77, &f).emit(&mut direct).unwrap();
-            assert_eq!(&buf[..n], &direct[..m]);
+            if !matches!(f, Frame::Ack { sack, .. } if !sack.is_empty()) {
+                let mut direct = [0u8; 512];
+                let m = to_datagram(77, &f).emit(&mut direct).unwrap();
+                assert_eq!(&buf[..n], &direct[..m]);
+            }
         }
         // In place: the same bytes as an encoded DATA.
         let mut a = [0u8; 64];

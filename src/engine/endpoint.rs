@@ -92,7 +92,8 @@ pub struct EndpointConfig {
     pub tftp: bool,
     /// Serve every TFTP transfer from the listening port instead of one port each.
     pub tftp_single_port: bool,
-    /// The largest TFTP `windowsize` granted.
+    /// The largest TFTP `windowsize` granted to a write (a read is granted 1: TFTP.md
+    /// "Not yet").
     pub tftp_max_window: u32,
 }
 
@@ -247,6 +248,8 @@ struct Pending {
     path: String,
     request_len: usize,
     block_size: u32,
+    /// The send window granted: at most the one asked for (PROTOCOL.md §4.5).
+    window: u16,
     size: u64,
     started: Instant,
 }
@@ -604,16 +607,18 @@ impl ServerEndpoint {
         };
         self.stats.sessions += 1;
         self.by_nonce.insert((from, nonce), id);
+        let block_size = req
+            .block_size
+            .min(self.cfg.session.block_size)
+            .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE);
         let p = Pending {
             peer: from,
             nonce,
             op: req.op,
             path: escape(req.name).into_owned(),
             request_len: len,
-            block_size: req
-                .block_size
-                .min(self.cfg.session.block_size)
-                .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE),
+            block_size,
+            window: super::window_for(req.window.min(self.cfg.session.window), block_size),
             size: req.size,
             started: now,
         };
@@ -738,6 +743,7 @@ impl ServerEndpoint {
     fn start(&mut self, now: Instant, id: SessionId, p: Pending, outcome: IoOutcome) {
         let cfg = Config {
             block_size: p.block_size,
+            window: p.window,
             ..self.cfg.session
         };
         let (s, answered) = match outcome {
@@ -798,11 +804,12 @@ impl ServerEndpoint {
             p.peer,
             id,
             format!(
-                "{} {} '{}': session {id:016x} started, block size {}",
+                "{} {} '{}': session {id:016x} started, block size {}, window {}",
                 p.peer,
                 p.op.name(),
                 p.path,
-                p.block_size
+                p.block_size,
+                p.window
             ),
         );
         self.sessions.insert(

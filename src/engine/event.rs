@@ -20,6 +20,9 @@ pub enum Event {
         len: usize,
         after: Duration,
     },
+    /// Later packets were acknowledged and this one was not: it went out again at once,
+    /// without waiting for its timer (a window above 1).
+    Repaired { kind: Kind, seq: Seq, len: usize },
     /// The packet numbered `seq` was acknowledged; `rtt` is absent if it had been resent
     /// (Karn's rule: no round-trip sample from a resent packet).
     Acked {
@@ -29,6 +32,11 @@ pub enum Event {
     },
     /// New, in-order data (or DONE, or ACCEPT) arrived and was acknowledged.
     Received { kind: Kind, seq: Seq, len: usize },
+    /// New, in-order data arrived (a window above 1: acknowledged with the next ACK).
+    Delivered { seq: Seq, len: usize },
+    /// Data arrived ahead of the block expected next (a window above 1): kept, and
+    /// acknowledged selectively at once.
+    Ahead { seq: Seq, len: usize, expected: Seq },
     /// Something already received arrived again: acknowledged again, and (data) not
     /// written again.
     Duplicate { kind: Kind, seq: Seq },
@@ -102,6 +110,12 @@ impl fmt::Display for Event {
                 kind_name(*kind),
                 size(*kind, *len)
             ),
+            Event::Repaired { kind, seq, len } => write!(
+                f,
+                "later packets arrived, {} #{seq} did not: resent{}",
+                kind_name(*kind),
+                size(*kind, *len)
+            ),
             Event::Acked {
                 kind: Kind::Request,
                 rtt,
@@ -132,6 +146,11 @@ impl fmt::Display for Event {
                     kind_name(*kind)
                 )
             }
+            Event::Delivered { seq, len } => write!(f, "data #{seq} received ({len} B)"),
+            Event::Ahead { seq, len, expected } => write!(
+                f,
+                "data #{seq} received ({len} B) ahead of #{expected}: kept, gap acknowledged"
+            ),
             Event::Duplicate { kind, seq } => {
                 // Only data is ever written: the other packets say what was kept instead.
                 let why = match kind {

@@ -31,10 +31,10 @@ pub mod endpoint;
 mod event;
 pub mod frame;
 mod receiver;
-mod retransmit;
 mod sender;
 mod server;
 pub mod tftp;
+mod window;
 
 use std::io;
 use std::net::SocketAddr;
@@ -55,6 +55,22 @@ pub use receiver::{OpeningAck, Receiver};
 pub use sender::Sender;
 pub use server::{ServerSession, reject};
 
+/// The longest a receiver holds back an acknowledgement (window above 1).
+pub const DEFAULT_ACK_DELAY: Duration = Duration::from_micros(200);
+
+/// The most memory a window may hold on either side (one datagram per packet in the
+/// window): it caps the window granted for large blocks.
+pub const WINDOW_MEMORY: usize = 8 << 20;
+
+/// The window a stream uses when `asked` for with blocks of `block_size`: at least 1,
+/// at most [`frame::MAX_WINDOW`], and at most what fits in [`WINDOW_MEMORY`].
+pub fn window_for(asked: u16, block_size: u32) -> u16 {
+    let per = block_size.clamp(crate::wire::MIN_BLOCK_SIZE, crate::wire::MAX_BLOCK_SIZE) as usize
+        + crate::wire::OVERHEAD;
+    let fits = (WINDOW_MEMORY / per).clamp(1, frame::MAX_WINDOW as usize) as u16;
+    asked.clamp(1, fits)
+}
+
 /// Settings of one transfer, shared by both ends' state machines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
@@ -71,6 +87,12 @@ pub struct Config {
     pub linger: Duration,
     /// Record an [`Event`] for every protocol event (for `--trace`).
     pub trace: bool,
+    /// The send window: asked for (client), the most granted (server), or granted (a
+    /// stream's sender and receiver). 1 is stop-and-wait. PROTOCOL.md §4.5.
+    pub window: u16,
+    /// How long a receiver with a window above 1 may hold back an acknowledgement
+    /// while more blocks may follow (PROTOCOL.md §4.5).
+    pub ack_delay: Duration,
 }
 
 impl Default for Config {
@@ -81,6 +103,8 @@ impl Default for Config {
             give_up: Duration::from_secs(30),
             linger: Duration::ZERO,
             trace: false,
+            window: 1,
+            ack_delay: DEFAULT_ACK_DELAY,
         }
     }
 }

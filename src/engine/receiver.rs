@@ -1,4 +1,4 @@
-//! The receiving half of a stop-and-wait stream (PROTOCOL.md §4.2).
+//! The receiving half of a stream (PROTOCOL.md §4.2; with a window above 1, §4.5).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -36,14 +36,30 @@ enum Phase {
     Over,
 }
 
+/// A slot of the reorder buffer that holds nothing.
+const EMPTY: u32 = u32::MAX;
+
+/// What became of a block handed to the sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    Yes,
+    /// The storage would block: not written, to be offered again.
+    Deferred,
+    /// The transfer failed (and the peer is told).
+    Failed,
+}
+
 /// Receives one stream, writing each new block exactly once, in order, to a [`Sink`].
 ///
-/// Guarantees: DATA *n* is written only if it is the next expected block, and every
-/// DATA is acknowledged with its own number, a duplicate included; DONE is acknowledged
-/// only after its length and CRC32 matched and the driver reported the sink committed
-/// ([`Receiver::poll_commit`], [`Receiver::commit_done`]); until then DONE is answered
-/// with WAIT if the answer goes out before the commit is done; a receiver never sends
-/// anything on a timer (the sender's timer drives all resends).
+/// Guarantees: a block is written only once every block before it has been, and never
+/// twice; DONE is acknowledged only after its length and CRC32 matched and the driver
+/// reported the sink committed ([`Receiver::poll_commit`], [`Receiver::commit_done`]);
+/// until then DONE is answered with WAIT if the answer goes out before the commit is
+/// done. With a window of 1 every packet is acknowledged at once and nothing is sent on
+/// a timer; with a window *W* above 1, blocks up to *W* − 1 ahead of the next expected
+/// one are kept (memory: *W* blocks, allocated at the start) and acknowledged
+/// selectively, and in-order blocks are acknowledged every ⌈*W*/4⌉, or after
+/// [`Config::ack_delay`] at the latest. Acknowledgements are cumulative.
 pub struct Receiver<C: Codec = Udpft> {
     codec: C,
     session: SessionId,
@@ -52,9 +68,26 @@ pub struct Receiver<C: Codec = Udpft> {
     sink: Option<Box<dyn Sink + Send>>,
     cfg: Config,
     block: usize,
+    /// The window granted (1: stop-and-wait).
+    window: u64,
+    /// In-order blocks after which an acknowledgement goes out at once.
+    ack_every: u64,
     /// What acknowledges packet 0: ack 0 (a client's get) or the ACCEPT (a server's put).
     opening: Option<Accept>,
     expected: Seq,
+    /// Blocks that arrived ahead of `expected`: slot `seq % window` holds `block` bytes,
+    /// its length in `held` ([`EMPTY`] if none).
+    ahead: Vec<u8>,
+    held: Vec<u32>,
+    /// How many slots of `ahead` hold a block.
+    ahead_count: u64,
+    /// An end (DONE) that arrived ahead of `expected`: number, length, CRC32.
+    end_ahead: Option<(Seq, u64, u32)>,
+    /// In-order blocks not acknowledged yet, and when the ack is due at the latest.
+    unacked: u64,
+    ack_at: Option<Instant>,
+    /// When to offer the blocks kept ahead to a storage that would block, again.
+    retry_at: Option<Instant>,
     /// The stream's length as announced at its start, or [`UNKNOWN_SIZE`].
     announced: u64,
     length: u64,
@@ -64,7 +97,8 @@ pub struct Receiver<C: Codec = Udpft> {
     /// not count, so a sender that only repeats itself cannot hold the stream open.
     last_progress: Instant,
     /// The ack of the newest in-order packet and when it went out, while it has been
-    /// sent only once: a round-trip sample is the time from it to the next block.
+    /// sent only once: a round-trip sample is the time from it to the next block
+    /// (stop-and-wait only: in a window the next block does not wait for the ack).
     newest_ack: Option<(Seq, Instant)>,
     rto: RtoEstimator,
     /// The encoded reply waiting to go out (an ack, the ACCEPT, or an ERROR).
@@ -79,9 +113,10 @@ pub struct Receiver<C: Codec = Udpft> {
 
 impl Receiver<Udpft> {
     /// A receiver for `session` from `peer`, writing into `sink`, accepting blocks of up
-    /// to `cfg.block_size` bytes, in udpft's encoding. Its first transmission
-    /// acknowledges packet 0: with `opening` (a server answering a put) that is the
-    /// ACCEPT, otherwise ack 0 (a client that has just received the ACCEPT of its get).
+    /// to `cfg.block_size` bytes with a window of `cfg.window`, in udpft's encoding. Its
+    /// first transmission acknowledges packet 0: with `opening` (a server answering a
+    /// put) that is the ACCEPT, otherwise ack 0 (a client that has just received the
+    /// ACCEPT of its get).
     pub fn new(
         session: SessionId,
         peer: SocketAddr,
@@ -111,20 +146,32 @@ impl<C: Codec> Receiver<C> {
         now: Instant,
     ) -> Self {
         let reply = vec![0; codec.overhead() + 2 + codec.max_message_len()];
+        let block = cfg
+            .block_size
+            .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE) as usize;
+        let window = super::window_for(cfg.window, cfg.block_size) as u64;
+        let ahead_slots = if window > 1 { window as usize } else { 0 };
         let mut r = Receiver {
             codec,
             session,
             peer,
             sink: Some(sink),
             cfg,
-            block: cfg
-                .block_size
-                .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE) as usize,
+            block,
+            window,
+            ack_every: window.div_ceil(4),
             opening: match opening {
                 OpeningAck::Accept(a) => Some(a),
                 _ => None,
             },
             expected: 1,
+            ahead: vec![0; ahead_slots * block],
+            held: vec![EMPTY; ahead_slots],
+            ahead_count: 0,
+            end_ahead: None,
+            unacked: 0,
+            ack_at: None,
+            retry_at: None,
             announced: UNKNOWN_SIZE,
             length: 0,
             crc: crc32fast::Hasher::new(),
@@ -140,7 +187,7 @@ impl<C: Codec> Receiver<C> {
             events: VecDeque::new(),
         };
         if opening != OpeningAck::Nothing {
-            r.queue_ack(0, now, true);
+            r.queue_ack(now, true);
         }
         r
     }
@@ -158,20 +205,44 @@ impl<C: Codec> Receiver<C> {
         }
     }
 
-    /// Queues the acknowledgement of `seq`; `fresh` if it acknowledges a packet just
-    /// received in order for the first time.
-    fn queue_ack(&mut self, seq: Seq, now: Instant, fresh: bool) {
+    /// The cumulative acknowledgement: the newest packet up to which everything
+    /// arrived, not counting an end that is still being stored.
+    fn cumulative(&self) -> Seq {
+        match self.phase {
+            Phase::Committing { seq } => seq - 1,
+            _ => self.expected - 1,
+        }
+    }
+
+    /// Queues the acknowledgement of everything received so far (with the blocks held
+    /// ahead, selectively); `fresh` if it acknowledges a packet just received in order
+    /// for the first time.
+    fn queue_ack(&mut self, now: Instant, fresh: bool) {
+        let seq = self.cumulative();
+        let mut sack = Sack::NONE;
+        if self.ahead_count > 0 || self.end_ahead.is_some() {
+            for k in 1..self.window {
+                let s = self.expected + k;
+                let held = self.held[(s % self.window) as usize] != EMPTY;
+                if held || self.end_ahead.is_some_and(|(e, ..)| e == s) {
+                    sack.set(s - seq - 1);
+                }
+            }
+        }
+        // Packet 0 of a put is acknowledged by the ACCEPT, unless there is more to say.
         let frame = match (seq, self.opening) {
-            (0, Some(accept)) => Frame::Accept(accept),
-            _ => Frame::Ack {
-                seq,
-                sack: Sack::NONE,
-            },
+            (0, Some(accept)) if sack.is_empty() => Frame::Accept(accept),
+            _ => Frame::Ack { seq, sack },
         };
         self.reply_len = self
             .codec
             .encode(self.session, &frame, &mut self.reply)
             .ok();
+        self.unacked = 0;
+        self.ack_at = None;
+        if self.window > 1 {
+            return;
+        }
         if fresh {
             self.newest_ack = Some((seq, now));
         } else if matches!(self.newest_ack, Some((s, _)) if s == seq) {
@@ -207,7 +278,7 @@ impl<C: Codec> Receiver<C> {
     /// success DONE is acknowledged (and the receiver lingers), on failure the sender
     /// is told. Ignored unless committing.
     pub fn commit_done(&mut self, now: Instant, result: std::io::Result<()>) {
-        let Phase::Committing { seq } = self.phase else {
+        let Phase::Committing { .. } = self.phase else {
             return;
         };
         if let Err(e) = result {
@@ -216,11 +287,11 @@ impl<C: Codec> Receiver<C> {
         if let Some((length, crc)) = self.verified {
             self.trace(Event::Verified { length, crc });
         }
-        self.queue_ack(seq, now, true);
         self.status = Status::Complete;
         self.phase = Phase::Lingering {
             until: now + self.linger_time(),
         };
+        self.queue_ack(now, true);
     }
 
     fn fail(&mut self, e: TransferError, tell_peer: bool) {
@@ -256,6 +327,13 @@ impl<C: Codec> Receiver<C> {
         }
     }
 
+    /// How far ahead of the next expected block `seq` is, if it is ahead but within
+    /// the window (so that it may be kept).
+    fn ahead_of_expected(&self, seq: Seq) -> Option<u64> {
+        let k = seq.checked_sub(self.expected)?;
+        (k > 0 && k < self.window).then_some(k)
+    }
+
     /// Feeds in one frame of this session.
     pub fn handle(&mut self, now: Instant, f: &Frame) {
         if self.phase == Phase::Over {
@@ -267,63 +345,35 @@ impl<C: Codec> Receiver<C> {
             _ => None,
         };
         match *f {
+            Frame::Data { payload, .. } if payload.len() > self.block => {
+                return self.unexpected("data larger than the granted block size");
+            }
             Frame::Data { seq, payload } if receiving && seq == self.expected => {
-                if payload.len() > self.block {
-                    return self.unexpected("data larger than the granted block size");
+                let filled_gap = self.ahead_count > 0;
+                if self.window > 1 && self.held[(seq % self.window) as usize] != EMPTY {
+                    // Kept already (the storage was busy when it came in order): this
+                    // is a copy; the kept one is offered again.
+                    self.stats.duplicates += 1;
+                    self.trace(Event::Duplicate {
+                        kind: Kind::Data,
+                        seq,
+                    });
+                } else if self.deliver(now, seq, payload) != Taken::Yes {
+                    return;
                 }
-                let got = self.length + payload.len() as u64;
-                if self.announced != UNKNOWN_SIZE && got > self.announced {
-                    let announced = self.announced;
-                    return self.fail(TransferError::Announced { announced, got }, true);
-                }
-                let Some(sink) = self.sink.as_mut() else {
-                    return self.unexpected("data after the sink was handed over");
-                };
-                match sink.write(payload) {
-                    Ok(n) if n == payload.len() => {}
-                    // Storage is behind (its buffers are all being written): the block
-                    // is not taken and not acknowledged; the sender's timer resends it.
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        self.stats.deferred += 1;
-                        self.trace(Event::Deferred { seq });
-                        return;
+                self.drain(now);
+                if self.phase == Phase::Receiving {
+                    // Stop-and-wait acknowledges every block; a window, a quarter of
+                    // it at a time, or at once when there was a gap.
+                    if self.window == 1
+                        || filled_gap
+                        || self.ahead_count > 0
+                        || self.unacked >= self.ack_every
+                    {
+                        self.queue_ack(now, true);
+                    } else if self.ack_at.is_none() {
+                        self.ack_at = Some(now + self.cfg.ack_delay);
                     }
-                    Ok(n) => {
-                        // A sink that takes part of a block takes the rest in turn.
-                        if let Err(e) = sink.write_all(&payload[n..]) {
-                            let e = TransferError::io("writing the received file", &e);
-                            return self.fail(e, true);
-                        }
-                    }
-                    Err(e) => {
-                        return self.fail(TransferError::io("writing the received file", &e), true);
-                    }
-                }
-                if let Some((s, at)) = self.newest_ack
-                    && s == seq - 1
-                {
-                    self.rto.sample(now.saturating_duration_since(at));
-                }
-                self.crc.update(payload);
-                self.length += payload.len() as u64;
-                self.stats.bytes += payload.len() as u64;
-                self.expected += 1;
-                self.last_progress = now;
-                self.trace(Event::Received {
-                    kind: Kind::Data,
-                    seq,
-                    len: payload.len(),
-                });
-                let short_ends = self.codec.stream_end() == StreamEnd::ShortBlock;
-                if short_ends && payload.len() < self.block {
-                    // The short block ends the stream: only its length can be checked.
-                    if self.announced != UNKNOWN_SIZE && self.length != self.announced {
-                        let (announced, got) = (self.announced, self.length);
-                        return self.fail(TransferError::Announced { announced, got }, true);
-                    }
-                    self.commit(seq);
-                } else {
-                    self.queue_ack(seq, now, true);
                 }
             }
             // The short block that ended the stream, again, while it is being stored.
@@ -332,26 +382,35 @@ impl<C: Codec> Receiver<C> {
                 self.queue_wait(seq);
             }
             Frame::Data { seq, .. } if seq < self.expected => self.duplicate(Kind::Data, seq, now),
-            Frame::End { seq, length, crc } if receiving && seq == self.expected => {
-                if self.announced != UNKNOWN_SIZE && length != self.announced {
-                    let (announced, got) = (self.announced, length);
-                    return self.fail(TransferError::Announced { announced, got }, true);
+            Frame::Data { seq, payload } if receiving && self.ahead_of_expected(seq).is_some() => {
+                let i = (seq % self.window) as usize;
+                if self.held[i] != EMPTY {
+                    return self.duplicate(Kind::Data, seq, now);
                 }
-                let got_crc = self.crc.clone().finalize();
-                if length != self.length || crc != got_crc {
-                    return self.fail(
-                        TransferError::Integrity {
-                            length,
-                            crc,
-                            got_length: self.length,
-                            got_crc,
-                        },
-                        true,
-                    );
-                }
-                self.expected += 1;
+                self.ahead[i * self.block..][..payload.len()].copy_from_slice(payload);
+                self.held[i] = payload.len() as u32;
+                self.ahead_count += 1;
                 self.last_progress = now;
-                self.commit(seq);
+                self.trace(Event::Ahead {
+                    seq,
+                    len: payload.len(),
+                    expected: self.expected,
+                });
+                // A gap: say at once what arrived, so the sender repairs only the hole.
+                self.queue_ack(now, false);
+            }
+            Frame::End {
+                seq, length, crc, ..
+            } if receiving && seq == self.expected => self.end(now, seq, length, crc),
+            Frame::End {
+                seq, length, crc, ..
+            } if receiving && self.ahead_of_expected(seq).is_some() => {
+                if self.end_ahead.is_some_and(|(e, ..)| e == seq) {
+                    return self.duplicate(Kind::End, seq, now);
+                }
+                self.end_ahead = Some((seq, length, crc));
+                self.last_progress = now;
+                self.queue_ack(now, false);
             }
             Frame::End { seq, .. } if committing == Some(seq) => {
                 self.stats.duplicates += 1;
@@ -394,19 +453,149 @@ impl<C: Codec> Receiver<C> {
         self.stats.received += 1;
     }
 
+    /// Writes the blocks kept ahead that are now in order, and acts on an end kept
+    /// ahead once everything before it is in. Storage that would block leaves the rest
+    /// kept, to be tried again after the ack delay.
+    fn drain(&mut self, now: Instant) {
+        self.retry_at = None;
+        while self.phase == Phase::Receiving {
+            let i = (self.expected % self.window) as usize;
+            if self.window > 1 && self.held[i] != EMPTY {
+                let len = self.held[i] as usize;
+                let block = std::mem::take(&mut self.ahead);
+                let taken = self.deliver(now, self.expected, &block[i * self.block..][..len]);
+                self.ahead = block;
+                match taken {
+                    Taken::Yes => {
+                        self.held[i] = EMPTY;
+                        self.ahead_count -= 1;
+                    }
+                    Taken::Deferred => {
+                        self.retry_at = Some(now + self.cfg.ack_delay);
+                        return;
+                    }
+                    Taken::Failed => return,
+                }
+            } else if let Some((e, length, crc)) = self.end_ahead
+                && e == self.expected
+            {
+                self.end_ahead = None;
+                self.end(now, e, length, crc);
+                return;
+            } else {
+                return;
+            }
+        }
+    }
+
+    /// Writes block `seq`, the next expected one. A short block that ends the stream
+    /// (in an encoding that ends so) starts the commit. Storage that would block (its
+    /// buffers are all being written) leaves the block untaken: not written, not
+    /// acknowledged (PROTOCOL.md §4.2), so the sender resends it (or, kept ahead, it is
+    /// tried again).
+    fn deliver(&mut self, now: Instant, seq: Seq, payload: &[u8]) -> Taken {
+        let got = self.length + payload.len() as u64;
+        if self.announced != UNKNOWN_SIZE && got > self.announced {
+            let announced = self.announced;
+            self.fail(TransferError::Announced { announced, got }, true);
+            return Taken::Failed;
+        }
+        let Some(sink) = self.sink.as_mut() else {
+            self.unexpected("data after the sink was handed over");
+            return Taken::Failed;
+        };
+        match sink.write(payload) {
+            Ok(n) if n == payload.len() => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                self.stats.deferred += 1;
+                self.trace(Event::Deferred { seq });
+                return Taken::Deferred;
+            }
+            Ok(n) => {
+                // A sink that takes part of a block takes the rest in turn.
+                if let Err(e) = sink.write_all(&payload[n..]) {
+                    self.fail(TransferError::io("writing the received file", &e), true);
+                    return Taken::Failed;
+                }
+            }
+            Err(e) => {
+                self.fail(TransferError::io("writing the received file", &e), true);
+                return Taken::Failed;
+            }
+        }
+        if let Some((s, at)) = self.newest_ack
+            && s == seq - 1
+        {
+            self.rto.sample(now.saturating_duration_since(at));
+        }
+        self.crc.update(payload);
+        self.length += payload.len() as u64;
+        self.stats.bytes += payload.len() as u64;
+        self.expected += 1;
+        self.unacked += 1;
+        self.last_progress = now;
+        if self.window == 1 {
+            self.trace(Event::Received {
+                kind: Kind::Data,
+                seq,
+                len: payload.len(),
+            });
+        } else {
+            self.trace(Event::Delivered {
+                seq,
+                len: payload.len(),
+            });
+        }
+        let short_ends = self.codec.stream_end() == StreamEnd::ShortBlock;
+        if short_ends && payload.len() < self.block {
+            // The short block ends the stream: only its length can be checked.
+            if self.announced != UNKNOWN_SIZE && self.length != self.announced {
+                let (announced, got) = (self.announced, self.length);
+                self.fail(TransferError::Announced { announced, got }, true);
+                return Taken::Failed;
+            }
+            self.commit(seq);
+        }
+        Taken::Yes
+    }
+
+    /// The end `seq` arrived and everything before it: verify it, then commit.
+    fn end(&mut self, now: Instant, seq: Seq, length: u64, crc: u32) {
+        if self.announced != UNKNOWN_SIZE && length != self.announced {
+            let (announced, got) = (self.announced, length);
+            return self.fail(TransferError::Announced { announced, got }, true);
+        }
+        let got_crc = self.crc.clone().finalize();
+        if length != self.length || crc != got_crc {
+            return self.fail(
+                TransferError::Integrity {
+                    length,
+                    crc,
+                    got_length: self.length,
+                    got_crc,
+                },
+                true,
+            );
+        }
+        self.expected += 1;
+        self.last_progress = now;
+        self.commit(seq);
+    }
+
     /// The stream is complete and verified as far as the encoding allows: the driver
     /// stores it now; until it says it is stored, the end is answered with WAIT (which
     /// an ACK queued first supersedes).
     fn commit(&mut self, seq: Seq) {
         self.verified = Some((self.length, self.crc.clone().finalize()));
         self.phase = Phase::Committing { seq };
+        self.ack_at = None;
         self.queue_wait(seq);
     }
 
     fn duplicate(&mut self, kind: Kind, seq: Seq, now: Instant) {
         self.stats.duplicates += 1;
         self.trace(Event::Duplicate { kind, seq });
-        self.queue_ack(seq, now, false);
+        self.queue_ack(now, false);
     }
 
     fn unexpected(&mut self, what: &'static str) {
@@ -420,8 +609,20 @@ impl<C: Codec> Receiver<C> {
         self.trace(Event::Dropped(e));
     }
 
-    /// Ends the linger, or fails the transfer if the sender has been silent too long.
+    /// Sends a held-back acknowledgement, ends the linger, or fails the transfer if
+    /// the sender has been silent too long.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.phase == Phase::Receiving && self.retry_at.is_some_and(|t| now >= t) {
+            self.retry_at = None;
+            let before = self.expected;
+            self.drain(now);
+            if self.expected != before && self.phase == Phase::Receiving {
+                self.queue_ack(now, true);
+            }
+        }
+        if self.phase == Phase::Receiving && self.ack_at.is_some_and(|t| now >= t) {
+            self.queue_ack(now, true);
+        }
         match self.phase {
             Phase::Receiving if now >= self.last_progress + self.cfg.give_up => {
                 let silent = now.saturating_duration_since(self.last_progress);
@@ -454,7 +655,14 @@ impl<C: Codec> Receiver<C> {
     /// When [`Receiver::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Receiving => Some(self.last_progress + self.cfg.give_up),
+            Phase::Receiving => [
+                Some(self.last_progress + self.cfg.give_up),
+                self.ack_at,
+                self.retry_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
             Phase::Lingering { until } => Some(until),
             Phase::Committing { .. } | Phase::Over => None,
         }
@@ -483,6 +691,10 @@ impl<C: Codec> Receiver<C> {
     }
     pub fn session(&self) -> SessionId {
         self.session
+    }
+    /// The window granted (1: stop-and-wait).
+    pub fn window(&self) -> u64 {
+        self.window
     }
 }
 
@@ -582,6 +794,83 @@ mod tests {
             },
         );
         store(&mut r, now);
+        assert_eq!(*r.status(), Status::Complete);
+    }
+
+    /// With a window, a block kept ahead is never dropped when the storage would block:
+    /// it stays kept, is offered again after the ack delay, and a copy the sender
+    /// resends meanwhile is taken for what it is (never written twice, never mistaken
+    /// for a later block that lands in the same slot).
+    #[test]
+    fn a_kept_block_waits_for_a_busy_storage_and_is_not_lost() {
+        /// Blocks its second write only.
+        struct Busy(u32, Vec<u8>);
+        impl io::Write for Busy {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0 += 1;
+                if self.0 == 2 {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                self.1.extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        impl Sink for Busy {
+            fn commit(&mut self) -> io::Result<()> {
+                assert_eq!(self.1, b"aabbcc");
+                Ok(())
+            }
+        }
+        let now = Instant::now();
+        let cfg = Config {
+            window: 4,
+            ..Config::default()
+        };
+        let mut r = Receiver::new(
+            7,
+            "127.0.0.1:9".parse().unwrap(),
+            Box::new(Busy(0, Vec::new())),
+            cfg,
+            RtoEstimator::new(cfg.rto),
+            None,
+            now,
+        );
+        while r.poll_transmit(now).is_some() {}
+        // The acknowledgement queued: its number and its bitmap (empty: none).
+        let ack = |r: &mut Receiver| {
+            let d = Datagram::parse(r.poll_transmit(now).unwrap()).unwrap();
+            match d.message {
+                Message::Sack(b) => (d.seq, b.to_vec()),
+                Message::Ack => (d.seq, vec![]),
+                m => panic!("{m:?}"),
+            }
+        };
+        feed(&mut r, now, 2, Message::Data(b"bb"));
+        assert_eq!(ack(&mut r), (0, vec![0x40]));
+        // 1 is written, 2 (kept) finds the storage busy: still kept, still acknowledged.
+        feed(&mut r, now, 1, Message::Data(b"aa"));
+        // (Block 2 is what the cumulative number waits for: no bit can say it is kept.)
+        assert_eq!(ack(&mut r), (1, vec![]));
+        assert_eq!(r.stats().deferred, 1);
+        // The sender resends 2 meanwhile: a copy of the kept one; the storage takes it.
+        feed(&mut r, now, 2, Message::Data(b"bb"));
+        assert_eq!(ack(&mut r), (2, vec![]));
+        assert_eq!(r.stats().duplicates, 1);
+        assert_eq!(
+            r.poll_timeout(),
+            Some(now + cfg.give_up),
+            "nothing left to retry"
+        );
+        // Blocks 3 to 6 use the same slots again: nothing stale is left in them.
+        let retry = now + cfg.ack_delay;
+        r.handle_timeout(retry);
+        feed(&mut r, retry, 3, Message::Data(b"cc"));
+        let crc = crc32fast::hash(b"aabbcc");
+        feed(&mut r, retry, 4, Message::Done { length: 6, crc });
+        store(&mut r, retry);
         assert_eq!(*r.status(), Status::Complete);
     }
 

@@ -1,13 +1,14 @@
-//! The sending half of a stop-and-wait stream (PROTOCOL.md §4.1).
+//! The sending half of a stream (PROTOCOL.md §4.1): stop-and-wait with a window of 1,
+//! a sliding window with selective repair above that (§4.5).
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::codec::{Codec, StreamEnd, Udpft};
 use super::frame::{Accept, Frame, Kind, Seq, SessionId, UNKNOWN_SIZE};
-use super::retransmit::{Expiry, Outstanding};
+use super::window::{Acked, Expiry, Resend, SendWindow};
 use super::{Config, Event, Stats, Status, TransferError};
 use crate::rto::RtoEstimator;
 use crate::wire::{self, WireError};
@@ -15,31 +16,31 @@ use crate::wire::{self, WireError};
 /// A receiver that keeps answering WAIT is given up on after this many give-up times.
 const MAX_WAIT_FACTOR: u32 = 6;
 
+/// The smallest room for a packet that is not DATA (ACCEPT, DONE; TFTP's OACK).
+const MIN_PACKET_ROOM: usize = 512;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Sending the server's ACCEPT of a get as packet 0, waiting for ack 0.
     Opening,
-    /// Sending DATA `out.seq`, waiting for its ack; `last` if it is the short block
-    /// that ends the stream ([`StreamEnd::ShortBlock`]).
-    Data { last: bool },
-    /// Sending DONE, waiting for its ack.
-    Done,
+    /// Sending DATA (and the end), as the window allows.
+    Streaming,
     /// The receiver answered DONE with WAIT (it is storing the data): DONE is not
     /// resent, only probed at `probe_at`; the wait is abandoned at `until`.
     Waiting { probe_at: Instant, until: Instant },
-    /// Block `seq` is not read yet: the source said it would block (a read-ahead on an
-    /// IO worker is under way). Nothing is sent until [`Sender::source_ready`].
-    Starved { seq: Seq },
     /// DONE acknowledged, or failed: nothing more to do once the last ERROR is out.
     Over,
 }
 
-/// Sends one stream: DATA 1, 2, … then DONE, each resent only on timeout until
-/// acknowledged.
+/// Sends one stream: DATA 1, 2, … then DONE (or, in an encoding whose stream ends with
+/// a short block, that block), through a [`SendWindow`].
 ///
-/// Guarantees: at most one unacknowledged packet at any time; an acknowledgement for
-/// anything but the outstanding packet is ignored (never causes a send); memory is one
-/// datagram buffer, whatever the stream's length.
+/// Guarantees: at most the granted window of packets unacknowledged (one, by default:
+/// stop-and-wait); a packet is resent only when the retransmission timer expires or
+/// when new selective acknowledgements show it lost, so an acknowledgement that says
+/// nothing new never causes a send; memory is one datagram buffer per window slot,
+/// allocated at the start, whatever the stream's length; DATA is read straight into
+/// the datagram that carries it.
 pub struct Sender<C: Codec = Udpft> {
     codec: C,
     session: SessionId,
@@ -47,23 +48,29 @@ pub struct Sender<C: Codec = Udpft> {
     source: Box<dyn Read + Send>,
     cfg: Config,
     block: usize,
-    /// The outstanding datagram, encoded; DATA is read straight into its payload.
-    packet: Vec<u8>,
-    out: Outstanding,
+    /// One encoded datagram per window slot, `stride` bytes apart; DATA is read
+    /// straight into its payload.
+    bufs: Vec<u8>,
+    stride: usize,
+    window: SendWindow,
+    /// The packet that ends the stream, once loaded.
+    end: Option<Seq>,
     phase: Phase,
     rto: RtoEstimator,
     /// The stream's length as announced (ACCEPT or REQUEST), or [`UNKNOWN_SIZE`].
     announced: u64,
     length: u64,
-    /// Bytes of the next block already in the packet buffer, read before the source
-    /// would block.
+    /// Bytes of the next block already in its slot, read before the source would block.
     pending: usize,
+    /// The source said it would block (a read-ahead on an IO worker is under way): no
+    /// block is loaded until [`Sender::source_ready`]; what is in the window still goes.
+    starved: bool,
     crc: crc32fast::Hasher,
-    resend_after: Option<Duration>,
     /// When the last new acknowledgement came (or the sender started): the give-up
     /// time counts from here.
     last_progress: Option<Instant>,
     /// An ERROR to send once, telling the peer why this side stopped.
+    error: Vec<u8>,
     error_out: Option<usize>,
     status: Status,
     stats: Stats,
@@ -72,10 +79,10 @@ pub struct Sender<C: Codec = Udpft> {
 
 impl Sender<Udpft> {
     /// A sender for session `session` towards `peer`, reading from `source`, with
-    /// `cfg.block_size` bytes per DATA, in udpft's encoding. With `opening`, the first
-    /// packet is that ACCEPT (the server's answer to a get or list), sent as packet 0
-    /// and acknowledged by ack 0; without, DATA 1 goes first (a put, after the client's
-    /// handshake).
+    /// `cfg.block_size` bytes per DATA and a window of `cfg.window`, in udpft's
+    /// encoding. With `opening`, the first packet is that ACCEPT (the server's answer to
+    /// a get or list), sent as packet 0 and acknowledged by ack 0; without, DATA 1 goes
+    /// first (a put, after the client's handshake).
     pub fn new(
         session: SessionId,
         peer: SocketAddr,
@@ -102,8 +109,10 @@ impl<C: Codec> Sender<C> {
         let block = cfg
             .block_size
             .clamp(wire::MIN_BLOCK_SIZE, wire::MAX_BLOCK_SIZE) as usize;
-        // Room for a full block, and for the longest ERROR when the block is small.
-        let room = codec.overhead() + block.max(2 + codec.max_message_len());
+        let window = super::window_for(cfg.window, cfg.block_size);
+        let stride = codec.overhead() + block.max(MIN_PACKET_ROOM);
+        let error = vec![0; codec.overhead() + 2 + codec.max_message_len()];
+        let first = if opening.is_some() { 0 } else { 1 };
         let mut s = Sender {
             codec,
             session,
@@ -111,16 +120,19 @@ impl<C: Codec> Sender<C> {
             source,
             cfg,
             block,
-            packet: vec![0; room],
-            out: Outstanding::new(Kind::Data, 0, 0),
-            phase: Phase::Data { last: false },
+            bufs: vec![0; stride * window as usize],
+            stride,
+            window: SendWindow::new(window, first),
+            end: None,
+            phase: Phase::Streaming,
             rto,
             announced: opening.map_or(UNKNOWN_SIZE, |a| a.size),
             length: 0,
             pending: 0,
+            starved: false,
             crc: crc32fast::Hasher::new(),
-            resend_after: None,
             last_progress: None,
+            error,
             error_out: None,
             status: Status::Running,
             stats: Stats::default(),
@@ -128,14 +140,19 @@ impl<C: Codec> Sender<C> {
         };
         match opening {
             Some(accept) => {
+                let at = s.window.index(0) * s.stride;
                 let len = s
                     .codec
-                    .encode(session, &Frame::Accept(accept), &mut s.packet)
-                    .expect("an ACCEPT fits any block buffer");
-                s.out = Outstanding::new(Kind::Accept, 0, len);
+                    .encode(
+                        session,
+                        &Frame::Accept(accept),
+                        &mut s.bufs[at..at + stride],
+                    )
+                    .expect("an ACCEPT fits any packet buffer");
+                s.window.push(Kind::Accept, len, 0);
                 s.phase = Phase::Opening;
             }
-            None => s.load(1),
+            None => s.refill(),
         }
         s
     }
@@ -147,17 +164,32 @@ impl<C: Codec> Sender<C> {
         self.announced = announced;
     }
 
-    /// Reads the next block into the packet buffer, or prepares DONE at end of stream.
-    /// A source that would block parks the sender ([`Phase::Starved`]) with what it
-    /// gave so far kept in the buffer.
-    fn load(&mut self, seq: Seq) {
-        let at = self.codec.data_offset();
-        let from = at + self.pending;
-        let n = match fill(&mut self.source, &mut self.packet[from..at + self.block]) {
+    /// Loads blocks while the window has room, the stream has not ended and the source
+    /// has not said it would block.
+    fn refill(&mut self) {
+        while self.phase == Phase::Streaming
+            && !self.starved
+            && self.end.is_none()
+            && self.window.has_room()
+        {
+            self.load();
+        }
+    }
+
+    /// Reads the next block straight into its slot's datagram, or prepares the end. A
+    /// source that would block parks the loading (`starved`) with what it gave so far
+    /// kept in the slot; what is already in the window goes on being sent and resent.
+    fn load(&mut self) {
+        let seq = self.window.next_seq();
+        let at = self.window.index(seq) * self.stride;
+        let buf = &mut self.bufs[at..at + self.stride];
+        let off = self.codec.data_offset();
+        let from = off + self.pending;
+        let n = match fill(&mut self.source, &mut buf[from..off + self.block]) {
             (n, Ok(())) => self.pending + n,
             (n, Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                 self.pending += n;
-                self.phase = Phase::Starved { seq };
+                self.starved = true;
                 return;
             }
             (_, Err(e)) => {
@@ -174,13 +206,13 @@ impl<C: Codec> Sender<C> {
             return self.fail(TransferError::Announced { announced, got }, true);
         }
         if n > 0 || short_ends {
-            self.crc.update(&self.packet[at..at + n]);
+            self.crc.update(&buf[off..off + n]);
             self.length += n as u64;
-            let len = self.codec.seal_data(&mut self.packet, self.session, seq, n);
-            self.out = Outstanding::new(Kind::Data, seq, len);
-            self.phase = Phase::Data {
-                last: short_ends && n < self.block,
-            };
+            let len = self.codec.seal_data(buf, self.session, seq, n);
+            self.window.push(Kind::Data, len, n);
+            if ended {
+                self.end = Some(seq);
+            }
         } else {
             let end = Frame::End {
                 seq,
@@ -189,10 +221,10 @@ impl<C: Codec> Sender<C> {
             };
             let len = self
                 .codec
-                .encode(self.session, &end, &mut self.packet)
-                .expect("DONE fits any block buffer");
-            self.out = Outstanding::new(Kind::End, seq, len);
-            self.phase = Phase::Done;
+                .encode(self.session, &end, buf)
+                .expect("DONE fits any packet buffer");
+            self.window.push(Kind::End, len, 0);
+            self.end = Some(seq);
         }
     }
 
@@ -201,13 +233,10 @@ impl<C: Codec> Sender<C> {
             return;
         }
         if tell_peer {
-            self.error_out = super::encode_error(
-                &self.codec,
-                self.session,
-                self.out.seq,
-                &e,
-                &mut self.packet,
-            );
+            // The number of the newest packet loaded (informational).
+            let seq = self.window.next_seq().saturating_sub(1);
+            self.error_out =
+                super::encode_error(&self.codec, self.session, seq, &e, &mut self.error);
         }
         self.trace(Event::Failed(e.clone()));
         self.status = Status::Failed(e);
@@ -223,7 +252,7 @@ impl<C: Codec> Sender<C> {
     /// Feeds in one datagram: decodes it with this stream's codec, drops (and counts)
     /// one that is malformed or carries another session's key, and handles the rest.
     pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8]) {
-        match self.codec.decode(bytes, self.out.seq) {
+        match self.codec.decode(bytes, self.window.una()) {
             Ok((key, frame)) if key == self.session => self.handle(now, &frame),
             Ok(_) => {
                 self.stats.dropped += 1;
@@ -243,51 +272,58 @@ impl<C: Codec> Sender<C> {
             // The ack of DONE after a WAIT: stored. No round-trip sample (it includes
             // the time the receiver took to store).
             Frame::Ack { seq, .. }
-                if seq == self.out.seq && matches!(self.phase, Phase::Waiting { .. }) =>
+                if Some(seq) == self.end && matches!(self.phase, Phase::Waiting { .. }) =>
             {
                 self.last_progress = Some(now);
                 self.trace(Event::Stored { seq });
                 self.phase = Phase::Over;
                 self.status = Status::Closed;
             }
-            // (While starved, the outstanding packet was already acknowledged: a copy
-            // of that ack is stale, below.)
-            Frame::Ack { seq, .. }
-                if seq == self.out.seq
-                    && self.out.transmitted()
-                    && !matches!(self.phase, Phase::Starved { .. }) =>
-            {
-                self.last_progress = Some(now);
-                let rtt = self.out.acknowledged(now, &mut self.rto);
-                self.trace(Event::Acked {
-                    kind: self.out.kind,
-                    seq,
-                    rtt,
-                });
-                match self.phase {
-                    Phase::Opening => self.load(1),
-                    Phase::Data { last } => {
-                        self.stats.bytes += (self.out.len - self.codec.overhead()) as u64;
-                        if last {
-                            // The short block's ack closes the stream (StreamEnd::ShortBlock).
-                            self.phase = Phase::Over;
-                            self.status = Status::Closed;
-                        } else {
-                            self.load(seq + 1);
-                        }
-                    }
-                    Phase::Done => {
-                        self.phase = Phase::Over;
-                        self.status = Status::Closed;
-                    }
-                    Phase::Waiting { .. } | Phase::Starved { .. } | Phase::Over => {}
+            Frame::Ack { seq, .. } if matches!(self.phase, Phase::Waiting { .. }) => {
+                match self.end {
+                    Some(end) if seq < end => self.stale(Kind::Ack, seq),
+                    _ => self.unexpected(),
                 }
             }
-            Frame::Wait { seq } if seq == self.out.seq && self.out.kind == Kind::End => {
-                let probe = self.cfg.rto.max;
+            Frame::Ack { seq, ref sack } => {
+                match self.window.on_ack(now, seq, sack, &mut self.rto) {
+                    Acked::Stale => self.stale(Kind::Ack, seq),
+                    Acked::Future => self.unexpected(),
+                    Acked::Progress {
+                        advanced,
+                        kind,
+                        rtt,
+                        bytes,
+                    } => {
+                        self.last_progress = Some(now);
+                        if advanced {
+                            self.trace(Event::Acked { kind, seq, rtt });
+                        }
+                        self.stats.bytes += bytes;
+                        if self.phase == Phase::Opening {
+                            // Ack 0: the data starts, in a fresh window.
+                            self.window.reset(1);
+                            self.phase = Phase::Streaming;
+                        } else if self.end.is_some_and(|end| seq >= end) {
+                            self.phase = Phase::Over;
+                            self.status = Status::Closed;
+                            return;
+                        }
+                        self.refill();
+                    }
+                }
+            }
+            Frame::Wait { seq }
+                if Some(seq) == self.end
+                    && self.phase != Phase::Opening
+                    && self.window.packet(seq).0 == Kind::End
+                    && self.window.tries(seq) > 0 =>
+            {
                 let rtt = match self.phase {
-                    Phase::Done if self.out.transmitted() => {
-                        self.out.acknowledged(now, &mut self.rto)
+                    Phase::Streaming => {
+                        let (bytes, rtt) = self.window.hold(now, seq, &mut self.rto);
+                        self.stats.bytes += bytes;
+                        rtt
                     }
                     _ => None,
                 };
@@ -299,16 +335,11 @@ impl<C: Codec> Sender<C> {
                     }
                 };
                 self.last_progress = Some(now);
-                // A probe resent meanwhile is answered by this WAIT: nothing to resend.
-                self.out.need_send = false;
-                self.resend_after = None;
                 self.phase = Phase::Waiting {
-                    probe_at: now + probe,
+                    probe_at: now + self.cfg.rto.max,
                     until,
                 };
             }
-            // Ack of something older: the Sorcerer's Apprentice rule says ignore it.
-            Frame::Ack { seq, .. } if seq <= self.out.seq => self.stale(Kind::Ack, seq),
             Frame::Accept(_) => self.stale(Kind::Accept, 0),
             Frame::Error { code, message, .. } => self.fail(
                 TransferError::Remote {
@@ -319,20 +350,24 @@ impl<C: Codec> Sender<C> {
             ),
             // A duplicate REQUEST while the ACCEPT is outstanding: the timer resends it.
             Frame::Request(_) => {}
-            // An ack from the future, or data sent to a sender: never acted on.
-            _ => {
-                self.stats.received -= 1;
-                self.stats.dropped += 1;
-                self.trace(Event::Dropped(WireError::Malformed(
-                    "unexpected packet for a sender",
-                )));
-            }
+            // Data sent to a sender, a WAIT for nothing we sent: never acted on.
+            _ => self.unexpected(),
         }
     }
 
+    /// Ack of something already acknowledged: the Sorcerer's Apprentice rule says
+    /// ignore it.
     fn stale(&mut self, kind: Kind, seq: Seq) {
         self.stats.stale += 1;
         self.trace(Event::Stale { kind, seq });
+    }
+
+    fn unexpected(&mut self) {
+        self.stats.received -= 1;
+        self.stats.dropped += 1;
+        self.trace(Event::Dropped(WireError::Malformed(
+            "unexpected packet for a sender",
+        )));
     }
 
     /// Counts a datagram that failed to decode.
@@ -342,10 +377,11 @@ impl<C: Codec> Sender<C> {
     }
 
     /// The source that made this sender wait (a read that would block) may be read
-    /// again: the parked block is read and sent. Harmless at any other time.
+    /// again: loading resumes where it stopped. Harmless at any other time.
     pub fn source_ready(&mut self) {
-        if let Phase::Starved { seq } = self.phase {
-            self.load(seq);
+        if self.starved {
+            self.starved = false;
+            self.refill();
         }
     }
 
@@ -366,21 +402,24 @@ impl<C: Codec> Sender<C> {
                     true,
                 );
             }
-            if now >= probe_at {
+            if now >= probe_at
+                && let Some(end) = self.end
+            {
                 // Ask again whether it is stored: DONE once more, on its own timer.
-                self.phase = Phase::Done;
-                self.out.need_send = true;
-                self.resend_after = Some(self.cfg.rto.max);
+                self.window.probe(end, self.cfg.rto.max);
+                self.phase = Phase::Streaming;
             }
             return;
         }
-        let since = self.last_progress.or(self.out.first_sent()).unwrap_or(now);
+        let since = self
+            .last_progress
+            .or(self.window.first_sent())
+            .unwrap_or(now);
         match self
-            .out
+            .window
             .expire(now, &mut self.rto, since + self.cfg.give_up)
         {
-            Expiry::NotYet => {}
-            Expiry::Resend { after } => self.resend_after = Some(after),
+            Expiry::NotYet | Expiry::Resend { .. } => {}
             Expiry::GiveUp { tries, over } => self.fail(
                 TransferError::NoAnswer {
                     peer: self.peer,
@@ -395,27 +434,42 @@ impl<C: Codec> Sender<C> {
     /// The next datagram to send, if any. Call until it returns `None`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<&[u8]> {
         if let Some(len) = self.error_out.take() {
-            return Some(&self.packet[..len]);
+            return Some(&self.error[..len]);
         }
-        if self.phase == Phase::Over || !self.out.need_send {
+        if matches!(self.phase, Phase::Over | Phase::Waiting { .. }) {
             return None;
         }
-        self.out.on_transmit(now, &self.rto);
+        let (seq, why) = self.window.next_to_send()?;
+        self.window.on_transmit(seq, now, &self.rto);
         self.stats.sent += 1;
-        let (kind, seq) = (self.out.kind, self.out.seq);
-        let len = self.out.len - self.codec.overhead();
-        if let Some(after) = self.resend_after.take() {
-            self.stats.resent += 1;
-            self.trace(Event::Resent {
+        let (kind, len) = self.window.packet(seq);
+        let payload = len - self.codec.overhead();
+        match why {
+            None => self.trace(Event::Sent {
                 kind,
                 seq,
-                len,
-                after,
-            });
-        } else {
-            self.trace(Event::Sent { kind, seq, len });
+                len: payload,
+            }),
+            Some(Resend::Timeout { after }) => {
+                self.stats.resent += 1;
+                self.trace(Event::Resent {
+                    kind,
+                    seq,
+                    len: payload,
+                    after,
+                });
+            }
+            Some(Resend::Repair) => {
+                self.stats.resent += 1;
+                self.trace(Event::Repaired {
+                    kind,
+                    seq,
+                    len: payload,
+                });
+            }
         }
-        Some(&self.packet[..self.out.len])
+        let at = self.window.index(seq) * self.stride;
+        Some(&self.bufs[at..at + len])
     }
 
     /// When [`Sender::handle_timeout`] should next be called.
@@ -423,7 +477,7 @@ impl<C: Codec> Sender<C> {
         match self.phase {
             Phase::Over => None,
             Phase::Waiting { probe_at, until } => Some(probe_at.min(until)),
-            _ => self.out.deadline(),
+            _ => self.window.deadline(),
         }
     }
 
@@ -447,8 +501,20 @@ impl<C: Codec> Sender<C> {
     /// for want of the ack of DONE has delivered everything; only the confirmation that
     /// the receiver verified and stored it is missing (PROTOCOL.md §4.4).
     pub fn data_acknowledged(&self) -> bool {
-        self.out.kind == Kind::End
-            || (self.status == Status::Closed && self.codec.stream_end() == StreamEnd::ShortBlock)
+        match self.codec.stream_end() {
+            StreamEnd::Explicit => self
+                .end
+                .is_some_and(|end| self.window.una() >= end && self.phase != Phase::Opening),
+            StreamEnd::ShortBlock => self.status == Status::Closed,
+        }
+    }
+    /// The send window granted (1: stop-and-wait).
+    pub fn window(&self) -> u64 {
+        self.window.capacity()
+    }
+    /// The congestion window now, in packets (at most [`Sender::window`]).
+    pub fn cwnd(&self) -> f64 {
+        self.window.cwnd()
     }
     pub fn stats(&self) -> &Stats {
         &self.stats
@@ -479,6 +545,7 @@ fn fill(src: &mut dyn Read, buf: &mut [u8]) -> (usize, io::Result<()>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// WAIT stops DONE's resends: the sender only probes once per RTO ceiling, and
     /// closes on the ACK that follows (no round-trip sample from it).
@@ -605,6 +672,83 @@ mod tests {
         assert_eq!(d.seq, 1);
         assert!(matches!(d.message, crate::wire::Message::Data(p) if p == b"abcd"));
         assert_eq!(s.stats().resent, 0);
+    }
+
+    /// With a window, a source that would block only stops the loading: what is in the
+    /// window still goes, is acknowledged and resent on its timer; `source_ready`
+    /// resumes the loading.
+    #[test]
+    fn a_windowed_sender_keeps_its_window_going_while_starved() {
+        /// Four blocks of 8 bytes, then would block until `open`, then four more.
+        struct Gate {
+            given: u32,
+            open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        }
+        impl Read for Gate {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.given == 4 && !self.open.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                if self.given == 8 {
+                    return Ok(0);
+                }
+                self.given += 1;
+                buf[..8].fill(self.given as u8);
+                Ok(8)
+            }
+        }
+        let peer = "127.0.0.1:9".parse().unwrap();
+        let cfg = Config {
+            block_size: 8,
+            window: 8,
+            ..Config::default()
+        };
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let src = Gate {
+            given: 0,
+            open: open.clone(),
+        };
+        let t0 = Instant::now();
+        let mut s = Sender::new(
+            7,
+            peer,
+            Box::new(src),
+            cfg,
+            RtoEstimator::new(cfg.rto),
+            None,
+        );
+        let mut sent = vec![];
+        while let Some(b) = s.poll_transmit(t0) {
+            sent.push(crate::wire::Datagram::parse(b).unwrap().seq);
+        }
+        assert_eq!(sent, [1, 2, 3, 4], "four loaded, then starved");
+        // Starved, the timer still runs for what is in flight: 3 and 4 are resent.
+        let ack = Frame::Ack {
+            seq: 2,
+            sack: crate::engine::frame::Sack::NONE,
+        };
+        s.handle(t0 + Duration::from_millis(1), &ack);
+        let due = s.poll_timeout().expect("a timer for 3 and 4");
+        s.handle_timeout(due);
+        let mut again = vec![];
+        while let Some(b) = s.poll_transmit(due) {
+            again.push(crate::wire::Datagram::parse(b).unwrap().seq);
+        }
+        assert_eq!(again, [3, 4]);
+        assert_eq!(s.stats().resent, 2);
+        open.store(true, std::sync::atomic::Ordering::SeqCst);
+        s.source_ready();
+        let mut more = vec![];
+        while let Some(b) = s.poll_transmit(due) {
+            more.push(crate::wire::Datagram::parse(b).unwrap().seq);
+        }
+        // Blocks 5 to 8 and DONE 9, as far as the congestion window (halved by the
+        // timeout) allows: at least one, in order.
+        assert!(
+            !more.is_empty() && more.windows(2).all(|w| w[1] == w[0] + 1),
+            "{more:?}"
+        );
+        assert_eq!(more[0], 5);
     }
 
     /// A source longer or shorter than announced fails the transfer (with an ERROR for

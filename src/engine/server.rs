@@ -99,7 +99,7 @@ impl ServerSession {
             op,
             block_size: cfg.block_size,
             size,
-            window: 1,
+            window: cfg.window,
         };
         let sender = Sender::new(
             id,
@@ -130,7 +130,7 @@ impl ServerSession {
             op: Op::Put,
             block_size: cfg.block_size,
             size: 0,
-            window: 1,
+            window: cfg.window,
         };
         // Linger as long as a client gives up after: if our ack of DONE is lost, its
         // resent DONE must still find us, or a stored file would be reported as failed.
@@ -439,6 +439,7 @@ mod tests {
                 block_size: 512,
                 size: 0,
                 name: "f",
+                window: 1,
             }),
         };
         let mut b = vec![0; d.wire_len()];

@@ -68,6 +68,9 @@ pub struct ServerOptions {
     pub tftp: bool,
     /// Serve every TFTP transfer from the listening port (NAT, containers).
     pub tftp_single_port: bool,
+    /// The largest send window granted to a client that asks for one (PROTOCOL.md
+    /// §4.5); 1 grants none, as a server that predates windows.
+    pub max_window: u16,
 }
 
 impl Default for ServerOptions {
@@ -90,9 +93,13 @@ impl Default for ServerOptions {
             trace: false,
             tftp: true,
             tftp_single_port: false,
+            max_window: DEFAULT_MAX_WINDOW,
         }
     }
 }
+
+/// The largest send window `udpftd` grants unless told otherwise (PROTOCOL.md §4.5).
+pub const DEFAULT_MAX_WINDOW: u16 = 64;
 
 /// Counters of a server's whole life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -224,6 +231,8 @@ impl Server {
                     give_up: o.idle,
                     linger: Duration::ZERO,
                     trace: o.trace,
+                    window: o.max_window,
+                    ..Config::default()
                 },
                 overwrite: o.overwrite,
                 read_only: o.read_only,
@@ -234,7 +243,8 @@ impl Server {
                 keep_outcomes: false,
                 tftp: o.tftp,
                 tftp_single_port: o.tftp_single_port,
-                tftp_max_window: 1,
+                // TFTP writes get the same window limit (reads: 1, TFTP.md "Not yet").
+                tftp_max_window: u32::from(o.max_window),
             },
             now,
         );

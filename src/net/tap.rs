@@ -283,6 +283,7 @@ mod tests {
                 op,
                 block_size: 512,
                 size: 3,
+                window: 1,
             })
         };
         let data = encode(7, 1, Message::Data(b"abc"));

@@ -14,6 +14,7 @@ use super::tap::Tap;
 use crate::engine::tftp::TftpClient;
 use crate::engine::tftp::negotiate::Asked;
 use crate::engine::{Config, Job, RtoConfig, Status, TransferError};
+use crate::wire::Op;
 use crate::wire::tftp::{self, Mode};
 
 /// How one attempt at one address ended.
@@ -27,11 +28,16 @@ pub(crate) enum Attempt {
 /// What the client asks of a TFTP server: `blksize` from `--block-size` (held to
 /// TFTP's 8–65464), `tsize` (0 for a read, the size for a write; octet mode only, and
 /// not with blocks under 64 bytes, where atftpd refuses any OACK longer than a block),
-/// and nothing else while the engine sends one block at a time.
+/// and for a read `windowsize` from `--window` when above 1 (a write is sent one block
+/// at a time: TFTP.md "Not yet").
 pub fn asked_for(opts: &ClientOptions, job: &Job) -> Asked {
     let blksize = opts.block_size.clamp(tftp::MIN_BLKSIZE, tftp::MAX_BLKSIZE);
     Asked {
         blksize: Some(blksize),
+        windowsize: match job {
+            Job::Get(_) if opts.window > 1 => Some(u32::from(opts.window)),
+            _ => None,
+        },
         tsize: (blksize >= 64 && !opts.tftp_netascii).then_some(match job {
             Job::Put(_, size) => *size,
             _ => 0,
@@ -83,6 +89,9 @@ pub(crate) fn attempt(
         give_up: opts.idle,
         linger: Duration::ZERO,
         trace: opts.trace,
+        // What the server grants goes in when it answers (engine::tftp::TftpClient).
+        window: 1,
+        ..Config::default()
     };
     let asked = asked_for(opts, &job);
     let mut s = match TftpClient::new(server, name, mode, job, asked, cfg) {
@@ -259,6 +268,15 @@ pub(crate) fn attempt(
             what: what.to_string(),
             peer,
             bytes: stats.bytes,
+            block_size: s.granted().map_or(tftp::DEFAULT_BLKSIZE, |g| g.blksize),
+            // A put reports 0, not 1: the summary's "--window would be faster" does not
+            // apply while a TFTP write cannot ask for a window (TFTP.md "Not yet").
+            window: match op {
+                Op::Get => s
+                    .granted()
+                    .map_or(1, |g| g.windowsize.min(u32::from(u16::MAX)) as u16),
+                _ => 0,
+            },
             elapsed,
             resent: stats.resent,
             duplicates: stats.duplicates + stats.stale,

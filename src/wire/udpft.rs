@@ -74,6 +74,15 @@ pub const TOKEN_LEN: usize = 16;
 pub type Token = [u8; TOKEN_LEN];
 /// The REQUEST flag that says a token follows the name.
 pub const FLAG_TOKEN: u8 = 0x01;
+/// The REQUEST flag that says a 16-bit send window follows the name (and token).
+pub const FLAG_WINDOW: u8 = 0x02;
+/// The ACCEPT flag that says a 16-bit send window (the one granted) ends the payload.
+pub const ACCEPT_FLAG_WINDOW: u8 = 0x01;
+/// The largest send window a REQUEST may ask for or an ACCEPT grant.
+pub const MAX_WINDOW: u16 = 1024;
+/// The longest selective-acknowledgement bitmap an ACK carries: one bit per packet of
+/// the largest window.
+pub const MAX_SACK_LEN: usize = MAX_WINDOW as usize / 8;
 
 /// Byte ranges of the header and payload fields (PROTOCOL.md §2–§3).
 mod field {
@@ -99,6 +108,8 @@ mod field {
     pub const ACC_BLOCK: Field = 10..14;
     pub const ACC_SIZE: Field = 14..22;
     pub const ACC_LEN: usize = 22;
+    pub const ACC_WINDOW: Field = 22..24;
+    pub const ACC_LEN_WINDOW: usize = 24;
 
     pub const DONE_LENGTH: Field = 0..8;
     pub const DONE_CRC: Field = 8..12;
@@ -272,6 +283,9 @@ pub struct Request<'a> {
     pub name: &'a str,
     /// The server's address-check token, echoed from its RETRY (PROTOCOL.md §4.3).
     pub token: Option<Token>,
+    /// The send window asked for (PROTOCOL.md §4.5); 1 (stop-and-wait) is not written
+    /// on the wire, so such a REQUEST is byte for byte what a peer without windows sends.
+    pub window: u16,
 }
 
 /// An ACCEPT's fields (PROTOCOL.md §3.2).
@@ -284,6 +298,8 @@ pub struct Accept {
     pub block_size: u32,
     /// For get, the file's length; for list, [`UNKNOWN_SIZE`]; otherwise 0.
     pub size: u64,
+    /// The send window granted, at most the one asked for; 1 is not written on the wire.
+    pub window: u16,
 }
 
 /// A datagram's meaning, by packet type.
@@ -294,6 +310,10 @@ pub enum Message<'a> {
     /// One block of the stream, 1 to block-size bytes.
     Data(&'a [u8]),
     Ack,
+    /// An ACK with a selective acknowledgement (PROTOCOL.md §3.4): bit *k* of the
+    /// bitmap (byte *k*/8, most significant bit first) stands for packet seq + 1 + *k*.
+    /// Never empty; its first bit is clear and its last byte is not zero.
+    Sack(&'a [u8]),
     /// The end of the stream: its total length and the CRC32 of all its bytes.
     Done {
         length: u64,
@@ -400,11 +420,12 @@ impl<'a> Datagram<'a> {
                 }
                 Message::Data(p)
             }
+            Kind::Ack if p.is_empty() => Message::Ack,
             Kind::Ack => {
-                if !p.is_empty() {
+                if p.len() > MAX_SACK_LEN || p[0] & 0x80 != 0 || p[p.len() - 1] == 0 {
                     return Err(WireError::Malformed("ack"));
                 }
-                Message::Ack
+                Message::Sack(p)
             }
             Kind::Done => {
                 if p.len() != field::DONE_LEN || seq == 0 {
@@ -454,7 +475,7 @@ impl<'a> Datagram<'a> {
             Message::Request(_) => Kind::Request,
             Message::Accept(_) => Kind::Accept,
             Message::Data(_) => Kind::Data,
-            Message::Ack => Kind::Ack,
+            Message::Ack | Message::Sack(_) => Kind::Ack,
             Message::Done { .. } => Kind::Done,
             Message::Error { .. } => Kind::Error,
             Message::Retry(_) => Kind::Retry,
@@ -467,12 +488,15 @@ impl<'a> Datagram<'a> {
         match self.message {
             Message::Request(r) => {
                 let token = if r.token.is_some() { TOKEN_LEN } else { 0 };
-                let natural = field::REQ_NAME + r.name.len() + token;
+                let window = if r.window > 1 { 2 } else { 0 };
+                let natural = field::REQ_NAME + r.name.len() + token + window;
                 natural.max(MIN_REQUEST_LEN - OVERHEAD)
             }
+            Message::Accept(a) if a.window > 1 => field::ACC_LEN_WINDOW,
             Message::Accept(_) => field::ACC_LEN,
             Message::Data(d) => d.len(),
             Message::Ack => 0,
+            Message::Sack(b) => b.len(),
             Message::Done { .. } => field::DONE_LEN,
             Message::Error { message, .. } => field::ERR_MESSAGE + message.len(),
             Message::Retry(_) => TOKEN_LEN,
@@ -505,24 +529,40 @@ impl<'a> Datagram<'a> {
                 if r.name.len() > MAX_NAME_LEN {
                     return Err(WireError::Malformed("request (name too long)"));
                 }
+                if r.window == 0 || r.window > MAX_WINDOW {
+                    return Err(WireError::Malformed("request (window out of range)"));
+                }
                 p.fill(0);
                 p[field::REQ_OP] = r.op as u8;
-                p[field::REQ_FLAGS] = if r.token.is_some() { FLAG_TOKEN } else { 0 };
+                p[field::REQ_FLAGS] = if r.token.is_some() { FLAG_TOKEN } else { 0 }
+                    | if r.window > 1 { FLAG_WINDOW } else { 0 };
                 p[field::REQ_BLOCK].copy_from_slice(&r.block_size.to_be_bytes());
                 p[field::REQ_SIZE].copy_from_slice(&r.size.to_be_bytes());
                 p[field::REQ_NAME_LEN].copy_from_slice(&(r.name.len() as u16).to_be_bytes());
                 let end = field::REQ_NAME + r.name.len();
                 p[field::REQ_NAME..end].copy_from_slice(r.name.as_bytes());
+                let mut end = end;
                 if let Some(t) = r.token {
                     p[end..end + TOKEN_LEN].copy_from_slice(&t);
+                    end += TOKEN_LEN;
+                }
+                if r.window > 1 {
+                    p[end..end + 2].copy_from_slice(&r.window.to_be_bytes());
                 }
             }
             Message::Accept(a) => {
+                if a.window == 0 || a.window > MAX_WINDOW {
+                    return Err(WireError::Malformed("accept (window out of range)"));
+                }
                 p[field::ACC_NONCE].copy_from_slice(&a.nonce.to_be_bytes());
                 p[field::ACC_OP] = a.op as u8;
                 p[field::ACC_FLAGS] = 0;
                 p[field::ACC_BLOCK].copy_from_slice(&a.block_size.to_be_bytes());
                 p[field::ACC_SIZE].copy_from_slice(&a.size.to_be_bytes());
+                if a.window > 1 {
+                    p[field::ACC_FLAGS] = ACCEPT_FLAG_WINDOW;
+                    p[field::ACC_WINDOW].copy_from_slice(&a.window.to_be_bytes());
+                }
             }
             Message::Data(d) => {
                 if d.is_empty() {
@@ -531,6 +571,13 @@ impl<'a> Datagram<'a> {
                 p.copy_from_slice(d);
             }
             Message::Ack => {}
+            Message::Sack(b) => {
+                if b.is_empty() || b.len() > MAX_SACK_LEN || b[0] & 0x80 != 0 || b[b.len() - 1] == 0
+                {
+                    return Err(WireError::Malformed("ack (selective bitmap)"));
+                }
+                p.copy_from_slice(b);
+            }
             Message::Done { length, crc } => {
                 p[field::DONE_LENGTH].copy_from_slice(&length.to_be_bytes());
                 p[field::DONE_CRC].copy_from_slice(&crc.to_be_bytes());
@@ -600,7 +647,7 @@ fn parse_request<'a>(
     }
     let op = Op::from_u8(p[field::REQ_OP]).ok_or(E)?;
     let flags = p[field::REQ_FLAGS];
-    if flags & !FLAG_TOKEN != 0 {
+    if flags & !(FLAG_TOKEN | FLAG_WINDOW) != 0 {
         return Err(E);
     }
     let block_size = be_u32(&p[field::REQ_BLOCK]);
@@ -625,6 +672,16 @@ fn parse_request<'a>(
     } else {
         None
     };
+    let window = if flags & FLAG_WINDOW != 0 {
+        let w = p.get(rest..rest + 2).ok_or(E)?;
+        rest += 2;
+        match u16::from_be_bytes([w[0], w[1]]) {
+            w @ 2..=MAX_WINDOW => w,
+            _ => return Err(E),
+        }
+    } else {
+        1
+    };
     // Padding must be zeros: it keeps the format strict and leaves room for later versions.
     if p[rest..].iter().any(|&b| b != 0) {
         return Err(E);
@@ -635,12 +692,21 @@ fn parse_request<'a>(
         size: be_u64(&p[field::REQ_SIZE]),
         name,
         token,
+        window,
     })
 }
 
 fn parse_accept(seq: Seq, p: &[u8]) -> Result<Accept, WireError> {
     const E: WireError = WireError::Malformed("accept");
-    if p.len() != field::ACC_LEN || seq != 0 || p[field::ACC_FLAGS] != 0 {
+    let window = match (p.get(field::ACC_FLAGS), p.len()) {
+        (Some(0), field::ACC_LEN) => 1,
+        (Some(&ACCEPT_FLAG_WINDOW), field::ACC_LEN_WINDOW) => match be_u16(&p[field::ACC_WINDOW]) {
+            w @ 2..=MAX_WINDOW => w,
+            _ => return Err(E),
+        },
+        _ => return Err(E),
+    };
+    if seq != 0 {
         return Err(E);
     }
     let block_size = be_u32(&p[field::ACC_BLOCK]);
@@ -652,6 +718,7 @@ fn parse_accept(seq: Seq, p: &[u8]) -> Result<Accept, WireError> {
         op: Op::from_u8(p[field::ACC_OP]).ok_or(E)?,
         block_size,
         size: be_u64(&p[field::ACC_SIZE]),
+        window,
     })
 }
 
@@ -690,6 +757,7 @@ mod tests {
             seq: 0,
             message: Message::Request(Request {
                 token: None,
+                window: 1,
                 op: Op::Put,
                 block_size: 1408,
                 size: 5_000_000_000,
@@ -704,6 +772,7 @@ mod tests {
                 op: Op::List,
                 block_size: 512,
                 size: UNKNOWN_SIZE,
+                window: 1,
             }),
         });
         roundtrip(Datagram {
@@ -729,6 +798,73 @@ mod tests {
         });
     }
 
+    /// A window of 1 is not written: a REQUEST or ACCEPT without a window is byte for
+    /// byte what a peer that predates windows sends; a larger one is carried by a flag
+    /// and two bytes, and round-trips; out-of-range windows are refused both ways.
+    #[test]
+    fn windows_and_selective_acks_roundtrip() {
+        let req = |window| Datagram {
+            session: 9,
+            seq: 0,
+            message: Message::Request(Request {
+                op: Op::Get,
+                block_size: 1408,
+                size: 0,
+                name: "f",
+                token: Some([3; TOKEN_LEN]),
+                window,
+            }),
+        };
+        let mut buf = [0u8; 512];
+        let n = req(1).emit(&mut buf).unwrap();
+        assert_eq!(buf[HEADER_LEN + field::REQ_FLAGS], FLAG_TOKEN);
+        let end = HEADER_LEN + field::REQ_NAME + 1 + TOKEN_LEN;
+        assert!(buf[end..n - CRC_LEN].iter().all(|&b| b == 0));
+        roundtrip(req(1));
+        roundtrip(req(64));
+        roundtrip(req(MAX_WINDOW));
+        let n = req(64).emit(&mut buf).unwrap();
+        assert_eq!(buf[HEADER_LEN + field::REQ_FLAGS], FLAG_TOKEN | FLAG_WINDOW);
+        assert_eq!(&buf[end..end + 2], &64u16.to_be_bytes());
+        assert_eq!(n, MIN_REQUEST_LEN);
+        assert!(req(0).emit(&mut buf).is_err());
+        assert!(req(MAX_WINDOW + 1).emit(&mut buf).is_err());
+        let acc = |window| Datagram {
+            session: 1,
+            seq: 0,
+            message: Message::Accept(Accept {
+                nonce: 9,
+                op: Op::Get,
+                block_size: 1408,
+                size: 5,
+                window,
+            }),
+        };
+        assert_eq!(acc(1).wire_len(), OVERHEAD + 22);
+        assert_eq!(acc(16).wire_len(), OVERHEAD + 24);
+        roundtrip(acc(1));
+        roundtrip(acc(16));
+        // A flag with a window of 1, or a window without the flag: malformed.
+        let n = acc(16).emit(&mut buf).unwrap();
+        let mut b = buf[..n].to_vec();
+        b[HEADER_LEN + field::ACC_WINDOW.start..][..2].copy_from_slice(&1u16.to_be_bytes());
+        let l = b.len();
+        let c = crc32(&b[..l - CRC_LEN]);
+        b[l - CRC_LEN..].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(Datagram::parse(&b), Err(WireError::Malformed("accept")));
+        // Selective acks: canonical bitmaps only.
+        let sack = |bits: &'static [u8]| Datagram {
+            session: 1,
+            seq: 7,
+            message: Message::Sack(bits),
+        };
+        roundtrip(sack(&[0x40]));
+        roundtrip(sack(&[0x00, 0x01]));
+        for bad in [&[0x80u8][..], &[0x40, 0x00], &[]] {
+            assert!(sack(bad).emit(&mut buf).is_err(), "{bad:?}");
+        }
+    }
+
     #[test]
     fn request_is_padded_and_short_request_rejected() {
         let d = Datagram {
@@ -736,6 +872,7 @@ mod tests {
             seq: 0,
             message: Message::Request(Request {
                 token: None,
+                window: 1,
                 op: Op::Get,
                 block_size: 1408,
                 size: 0,

@@ -156,6 +156,7 @@ pub fn request_bytes(
             block_size,
             size: 0,
             name,
+            window: 1,
         }),
     };
     let mut buf = vec![0u8; d.wire_len()];

@@ -44,6 +44,13 @@ struct Args {
     #[arg(long, global = true, value_name = "BYTES", default_value_t = wire::DEFAULT_BLOCK_SIZE,
           value_parser = clap::value_parser!(u32).range(wire::MIN_BLOCK_SIZE as i64..=wire::MAX_BLOCK_SIZE as i64))]
     block_size: u32,
+    /// Send window asked for, in blocks, from 1 to 1024: up to this many blocks in
+    /// flight before an acknowledgement (1 is stop-and-wait; the server may grant less,
+    /// udpftd 64 at most by default). A server that predates windows does not answer
+    /// a request for more than 1.
+    #[arg(long, global = true, value_name = "BLOCKS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=udpft::engine::frame::MAX_WINDOW as i64))]
+    window: u16,
     /// Ceiling of the retransmission timeout: 500ms, 2s, 1m, or plain seconds.
     #[arg(long, global = true, value_name = "DURATION", default_value = "1s", value_parser = parse_timeout)]
     timeout: Duration,
@@ -247,6 +254,7 @@ fn main() -> ExitCode {
     let opts = ClientOptions {
         tftp_netascii: a.tftp_mode == TftpMode::Netascii,
         block_size: a.block_size,
+        window: a.window,
         timeout: a.timeout,
         idle: a.idle,
         // The diagram is drawn from the trace.

@@ -17,8 +17,8 @@ use std::time::Instant;
 use super::codec::{Tftp, sink_for, source_for};
 use super::negotiate::{Asked, Granted, OackError, check_oack};
 use super::request::{MAX_ERROR_LEN, emit_error};
-use crate::engine::frame::{Kind, Op};
-use crate::engine::retransmit::{Expiry, Outstanding};
+use crate::engine::frame::{Kind, Op, Sack};
+use crate::engine::window::{Acked, Expiry, Resend, SendWindow};
 use crate::engine::{
     Config, Event, Job, OpeningAck, Receiver, Sender, Sink, Stats, Status, TransferError,
 };
@@ -30,8 +30,8 @@ enum Phase {
     Requesting {
         job: Option<Job>,
         packet: Vec<u8>,
-        out: Outstanding,
-        resend_after: Option<std::time::Duration>,
+        /// The request as a window of one packet: its timer, its tries.
+        out: SendWindow,
     },
     Sending(Sender<Tftp>),
     Receiving(Receiver<Tftp>),
@@ -98,7 +98,6 @@ impl TftpClient {
             ));
         }
         let packet = request_bytes(op, name, mode, &asked)?;
-        let len = packet.len();
         Ok(TftpClient {
             name: name.to_string(),
             server,
@@ -109,10 +108,9 @@ impl TftpClient {
             cfg,
             rto: RtoEstimator::new(super::first_timeout(cfg.rto)),
             phase: Phase::Requesting {
+                out: request_window(packet.len()),
                 job: Some(job),
                 packet,
-                out: Outstanding::new(Kind::Request, 0, len),
-                resend_after: None,
             },
             granted: None,
             server_error: None,
@@ -188,18 +186,10 @@ impl TftpClient {
                 self.asked = Asked::default();
                 let packet = request_bytes(self.op, &self.name, self.mode, &self.asked)
                     .expect("shorter than the request that was built");
-                let len = packet.len();
-                if let Phase::Requesting {
-                    packet: p,
-                    out,
-                    resend_after,
-                    ..
-                } = &mut self.phase
-                {
-                    let _ = out.acknowledged(now, &mut self.rto);
+                if let Phase::Requesting { packet: p, out, .. } = &mut self.phase {
+                    let _ = answered(out, now, &mut self.rto);
+                    *out = request_window(packet.len());
                     *p = packet;
-                    *out = Outstanding::new(Kind::Request, 0, len);
-                    *resend_after = None;
                 }
                 return;
             }
@@ -229,7 +219,7 @@ impl TftpClient {
         let Phase::Requesting { job, out, .. } = &mut self.phase else {
             unreachable!()
         };
-        let rtt = out.acknowledged(now, &mut self.rto);
+        let rtt = answered(out, now, &mut self.rto);
         let job = job.take().expect("taken once, at the first answer");
         self.trace(Event::Acked {
             kind: Kind::Request,
@@ -238,6 +228,11 @@ impl TftpClient {
         });
         let mut cfg = self.cfg;
         cfg.block_size = granted.blksize;
+        // The window the server granted (RFC 7440), 1 without one.
+        cfg.window = crate::engine::window_for(
+            granted.windowsize.min(u32::from(u16::MAX)) as u16,
+            granted.blksize,
+        );
         if let Some(t) = granted.timeout {
             cfg.rto.max = cfg.rto.max.min(t);
         }
@@ -305,15 +300,12 @@ impl TftpClient {
     /// Checks timers. Calling it early is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         match &mut self.phase {
-            Phase::Requesting {
-                out, resend_after, ..
-            } => match out.expire(
+            Phase::Requesting { out, .. } => match out.expire(
                 now,
                 &mut self.rto,
                 out.first_sent().unwrap_or(now) + self.cfg.give_up,
             ) {
-                Expiry::NotYet => {}
-                Expiry::Resend { after } => *resend_after = Some(after),
+                Expiry::NotYet | Expiry::Resend { .. } => {}
                 Expiry::GiveUp { tries, over } => {
                     let peer = self.server;
                     self.fail(TransferError::NoAnswer { peer, tries, over })
@@ -334,20 +326,13 @@ impl TftpClient {
             return Some((to, &self.error_sent));
         }
         match &mut self.phase {
-            Phase::Requesting {
-                packet,
-                out,
-                resend_after,
-                ..
-            } => {
-                if !out.need_send {
-                    return None;
-                }
-                out.on_transmit(now, &self.rto);
+            Phase::Requesting { packet, out, .. } => {
+                let (seq, why) = out.next_to_send()?;
+                out.on_transmit(seq, now, &self.rto);
                 self.stats.sent += 1;
-                let len = out.len;
-                let event = match resend_after.take() {
-                    Some(after) => {
+                let len = packet.len();
+                let event = match why {
+                    Some(Resend::Timeout { after }) => {
                         self.stats.resent += 1;
                         Event::Resent {
                             kind: Kind::Request,
@@ -356,7 +341,7 @@ impl TftpClient {
                             after,
                         }
                     }
-                    None => Event::Sent {
+                    _ => Event::Sent {
                         kind: Kind::Request,
                         seq: 0,
                         len,
@@ -510,4 +495,23 @@ fn request_bytes(op: Op, name: &str, mode: Mode, asked: &Asked) -> Result<Vec<u8
     let mut packet = vec![0u8; p.len()];
     p.emit(&mut packet).expect("a checked request encodes");
     Ok(packet)
+}
+
+/// The request as a send window of one packet (its timer and tries).
+fn request_window(len: usize) -> SendWindow {
+    let mut w = SendWindow::new(1, 0);
+    w.push(Kind::Request, len, 0);
+    w
+}
+
+/// The request was answered at `now`: its round trip, if it was sent once (Karn).
+fn answered(
+    out: &mut SendWindow,
+    now: Instant,
+    rto: &mut RtoEstimator,
+) -> Option<std::time::Duration> {
+    match out.on_ack(now, 0, &Sack::NONE, rto) {
+        Acked::Progress { rtt, .. } => rtt,
+        _ => None,
+    }
 }

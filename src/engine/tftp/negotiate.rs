@@ -137,8 +137,15 @@ pub fn negotiate(
                 .map(|v| v.min(max_blk))
                 .inspect(|&v| g.blksize = v as u32)
         } else if first(k.windowsize) {
+            // Also held to what the engine keeps in memory for a window of blocks of
+            // the size granted (engine::window_for).
+            let blk = k
+                .blksize
+                .and_then(|o| in_range(&o, u64::from(MIN_BLKSIZE), u64::MAX, false))
+                .map_or(DEFAULT_BLKSIZE, |v| v.min(max_blk) as u32);
             in_range(&o, u64::from(MIN_WINDOWSIZE), u64::MAX, false)
                 .map(|v| v.min(max_win))
+                .map(|v| u64::from(crate::engine::window_for(v as u16, blk)))
                 .inspect(|&v| g.windowsize = v as u32)
         } else if first(k.timeout) {
             // RFC 2349: 1 to 255 s, echoed as asked or not granted at all.
@@ -424,12 +431,30 @@ mod tests {
                 max_window: 100_000,
             },
         );
+        // The window: 65535 asked, lowered to what the engine holds of 65464-byte blocks.
+        let w = crate::engine::window_for(u16::MAX, 65464).to_string();
         assert_eq!(
             oack_pairs(&g),
-            [
-                ("blksize".into(), "65464".into()),
-                ("windowsize".into(), "65535".into())
-            ]
+            [("blksize".into(), "65464".into()), ("windowsize".into(), w)]
+        );
+    }
+
+    #[test]
+    fn the_window_fits_the_engines_memory_for_the_block() {
+        let b = opts(&[("windowsize", "1024"), ("blksize", "65464")]);
+        let lim = Limits {
+            max_blksize: 65464,
+            max_window: 1024,
+        };
+        let g = negotiate(&b.options(), Mode::Octet, Direction::Write, lim);
+        assert_eq!(
+            g.windowsize,
+            u32::from(crate::engine::window_for(1024, 65464))
+        );
+        assert!(g.windowsize < 1024);
+        assert_eq!(
+            oack_pairs(&g)[0],
+            ("windowsize".into(), g.windowsize.to_string())
         );
     }
 
