@@ -253,6 +253,10 @@ fn strangers_get_error_5_rate_limited_and_change_nothing() {
     }
     assert_eq!(errors, TID_ERROR_BURST);
     assert_eq!(ep.tftp_stats().wrong_tid, 100);
+    // An ERROR from a stranger is never answered, even with the rate to spare.
+    let later = t0 + Duration::from_secs(5);
+    ep.handle_tftp(later, Via::Port(id), addr("192.0.2.8:8"), &error(0, "x"));
+    assert!(sent(&mut ep, later).is_empty());
     // The strangers' ACK 1 moved nothing: the client's does.
     ep.handle_tftp(t0, Via::Port(id), client, &ack(1));
     let out = sent(&mut ep, t0);

@@ -298,9 +298,11 @@ impl TftpServer {
                 Some(t) if t.client == from => self.deliver(now, id, bytes),
                 Some(_) => {
                     // RFC 1350: a stranger at a transfer's port gets ERROR 5; the
-                    // transfer goes on untouched.
+                    // transfer goes on untouched. An ERROR is never answered (two
+                    // servers must not bounce errors off each other).
                     self.stats.wrong_tid += 1;
-                    if self.tid_errors.allow(now) {
+                    let is_error = matches!(Packet::parse(bytes), Ok(Packet::Error { .. }));
+                    if !is_error && self.tid_errors.allow(now) {
                         self.send_error(
                             via,
                             from,
