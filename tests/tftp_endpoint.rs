@@ -676,3 +676,48 @@ fn windowsize_is_granted_to_writes_and_1_to_reads() {
     };
     assert_eq!(o.as_bytes(), b"windowsize\x001\0");
 }
+
+/// A client that ignores repeated duplicates (atftp acknowledges one "extra" copy, then
+/// only its own 5 s timer acknowledges again, and every packet restarts that timer):
+/// after two resends of a block the server goes quiet for longer than that timer,
+/// instead of resending every RTO for ever; the client's late ACK then moves it on.
+#[test]
+fn resends_go_quiet_long_enough_for_a_client_timer() {
+    let t0 = Instant::now();
+    let mut ep = endpoint(EndpointConfig::default(), t0);
+    let client = addr("192.0.2.1:2000");
+    let (id, _) = open_transfer(
+        &mut ep,
+        t0,
+        client,
+        &rrq("f", &[]),
+        Some(&[9u8; 1500]),
+        None,
+    );
+    let t1 = t0 + Duration::from_millis(1);
+    ep.handle_tftp(t1, Via::Port(id), client, &ack(1));
+    let mut copies = Vec::new();
+    let mut now = t1;
+    while now < t1 + Duration::from_secs(12) {
+        if ep.poll_timeout().is_some_and(|t| t <= now) {
+            ep.handle_timeout(now);
+        }
+        for (_, _, p) in sent(&mut ep, now) {
+            if matches!(parse(&p), Packet::Data { block: 2, .. }) {
+                copies.push(now - t1);
+            }
+        }
+        now += Duration::from_millis(10);
+    }
+    // Three copies at once (the first and two resends), then none for the quiet time.
+    assert!(copies.len() >= 4, "{copies:?}");
+    assert!(copies[2] < Duration::from_secs(4), "{copies:?}");
+    assert!(
+        copies[3] - copies[2] >= udpft::engine::tftp::request::QUIET,
+        "{copies:?}"
+    );
+    let late = t1 + Duration::from_secs(12);
+    ep.handle_tftp(late, Via::Port(id), client, &ack(2));
+    let out = sent(&mut ep, late);
+    assert!(matches!(parse(&out[0].2), Packet::Data { block: 3, .. }));
+}

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use super::codec::{Tftp, sink_for, source_for};
 use super::negotiate::{Asked, Granted, OackError, check_oack};
-use super::request::{MAX_ERROR_LEN, emit_error};
+use super::request::{MAX_ERROR_LEN, Patience, emit_error};
 use crate::engine::frame::{Kind, Op, Sack};
 use crate::engine::window::{Acked, Expiry, Resend, SendWindow};
 use crate::engine::{
@@ -59,6 +59,10 @@ pub struct TftpClient {
     error_sent: Vec<u8>,
     /// Why the server's OACK was refused.
     oack_error: Option<String>,
+    /// A put's resends, held back while a server ignoring duplicates times out, and
+    /// how many were.
+    patience: Patience,
+    held_back: u64,
     status: Status,
     stats: Stats,
     events: VecDeque<Event>,
@@ -117,6 +121,8 @@ impl TftpClient {
             error_out: None,
             error_sent: Vec::new(),
             oack_error: None,
+            patience: Patience::new(std::time::Duration::ZERO),
+            held_back: 0,
             status: Status::Running,
             stats: Stats::default(),
             events: VecDeque::new(),
@@ -352,7 +358,17 @@ impl TftpClient {
                 }
                 Some((to, &packet[..len]))
             }
-            Phase::Sending(s) => s.poll_transmit(now).map(|b| (to, b)),
+            Phase::Sending(s) => {
+                // A put sends one block at a time: one datagram per call at most. A
+                // copy held back is as if lost: the sender's timer carries on.
+                let b = s.poll_transmit(now)?;
+                if self.patience.allow(now, b) {
+                    Some((to, b))
+                } else {
+                    self.held_back += 1;
+                    None
+                }
+            }
             Phase::Receiving(r) => r.poll_transmit(now).map(|b| (to, b)),
             Phase::Over => None,
         }

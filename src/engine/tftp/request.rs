@@ -101,6 +101,75 @@ pub fn emit_error(code: TftpCode, message: &str, limit: usize, buf: &mut [u8]) -
     .unwrap_or(0)
 }
 
+/// How long a TFTP sender goes quiet after two unanswered resends of one packet: longer
+/// than the 5 s a stock client waits before it acknowledges again.
+///
+/// (The third copy still goes at once: a client that answers every copy is stuck only
+/// if three answers in a row are lost.)
+pub const QUIET: Duration = Duration::from_secs(6);
+
+/// Lets a packet (a DATA or OACK resent on the timer) go out three times, then holds
+/// back further copies until [`QUIET`] has passed since the last one went out.
+///
+/// Why: atftp acknowledges a duplicate block once ("extra ACK") and ignores the next
+/// copies, and every packet it receives restarts its own 5 s timer. If that extra ACK is
+/// lost, a sender resending every RTO keeps the client silent for ever (measured: a 1 MiB
+/// get at 5% loss never finished; with this it does). Going quiet longer than the
+/// client's timer makes it acknowledge again. A client that answers every copy never
+/// gets here unless two answers in a row are lost.
+#[derive(Debug, Clone, Default)]
+pub struct Patience {
+    quiet: Duration,
+    last: Option<(u16, u16)>,
+    copies: u32,
+    last_sent: Option<Instant>,
+}
+
+impl Patience {
+    /// Quiet for `quiet` after the second resend (at least [`QUIET`]).
+    pub fn new(quiet: Duration) -> Patience {
+        Patience {
+            quiet: quiet.max(QUIET),
+            ..Patience::default()
+        }
+    }
+
+    /// Forgets the copies counted so far: the peer showed it is waiting (a TFTP client
+    /// that repeats its request has not seen the answer, it is not ignoring it).
+    pub fn reset(&mut self) {
+        self.copies = 0;
+        self.last = None;
+    }
+
+    /// Whether `packet`, about to go out at `now`, may: every packet does except a fourth
+    /// or later copy of the same one within the quiet time. ERRORs always go.
+    pub fn allow(&mut self, now: Instant, packet: &[u8]) -> bool {
+        if packet.len() < 2 || packet[1] == 5 {
+            return true;
+        }
+        let block = if packet.len() >= 4 && packet[1] != 6 {
+            u16::from_be_bytes([packet[2], packet[3]])
+        } else {
+            0
+        };
+        let key = (u16::from(packet[1]), block);
+        if self.last == Some(key) {
+            self.copies += 1;
+        } else {
+            self.last = Some(key);
+            self.copies = 1;
+        }
+        let hold = self.copies >= 4
+            && self
+                .last_sent
+                .is_some_and(|t| now.saturating_duration_since(t) < self.quiet);
+        if !hold {
+            self.last_sent = Some(now);
+        }
+        !hold
+    }
+}
+
 /// A token bucket: at most `burst` events at once, refilled at one per `interval`.
 #[derive(Debug, Clone)]
 pub struct RateLimit {
@@ -197,6 +266,28 @@ mod tests {
         assert_eq!(&buf[..n], b"\0\x05\0\0a b\0");
         assert_eq!(emit_error(TftpCode(0), "abc", 5, &mut buf), 5);
         assert_eq!(emit_error(TftpCode(0), "abc", 100, &mut buf[..4]), 0);
+    }
+
+    #[test]
+    fn patience_holds_back_a_third_copy_until_the_client_timed_out() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut p = Patience::new(Duration::ZERO);
+        let d5 = b"\0\x03\0\x05data";
+        let d6 = b"\0\x03\0\x06data";
+        assert!(p.allow(t0, d5)); // first copy
+        assert!(p.allow(t0 + ms(1), d5)); // resend 1
+        assert!(p.allow(t0 + ms(3), d5)); // resend 2
+        assert!(
+            !p.allow(t0 + ms(7), d5),
+            "a third resend within the quiet time"
+        );
+        assert!(!p.allow(t0 + ms(3000), d5));
+        assert!(p.allow(t0 + ms(3) + QUIET, d5), "after the quiet time");
+        assert!(!p.allow(t0 + ms(4) + QUIET, d5));
+        // A new packet starts afresh; ERRORs always go.
+        assert!(p.allow(t0 + ms(5) + QUIET, d6));
+        assert!(p.allow(t0 + ms(5) + QUIET, b"\0\x05\0\0x\0"));
     }
 
     #[test]

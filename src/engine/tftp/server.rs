@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use super::codec::{Tftp, sink_for, source_for};
 use super::negotiate::{Direction, Granted, Limits, negotiate};
-use super::request::{MAX_ERROR_LEN, RateLimit, emit_error, served_name, tftp_code};
+use super::request::{MAX_ERROR_LEN, Patience, RateLimit, emit_error, served_name, tftp_code};
 use crate::engine::endpoint::{IoOutcome, IoRequest, LogLevel, LogLine};
 use crate::engine::frame::{Accept, ErrorCode, Frame, Op, SessionId, UNKNOWN_SIZE};
 use crate::engine::{Config, Event, OpeningAck, Receiver, Sender, Stats, Status};
@@ -133,6 +133,8 @@ struct Transfer {
     /// size probe's end.
     awaiting_ack0: bool,
     probe: bool,
+    /// A sender's resends, held back while a client that ignores duplicates times out.
+    patience: Patience,
     committing: bool,
     logged: bool,
     last_bytes: u64,
@@ -421,6 +423,7 @@ impl TftpServer {
             return; // still opening the file: the answer is on its way
         };
         t.allowed = t.allowed.saturating_add(UNPROVEN_SENDS_PER_REQUEST);
+        t.patience.reset();
         if let Role::Receive(r) = &mut t.role {
             let f = Frame::Request(crate::engine::frame::Request {
                 op: Op::Put,
@@ -601,6 +604,9 @@ impl TftpServer {
                 unproven_sent: 0,
                 awaiting_ack0,
                 probe: false,
+                patience: Patience::new(
+                    granted.timeout.unwrap_or_default() + Duration::from_secs(1),
+                ),
                 committing: false,
                 logged: false,
                 last_bytes: 0,
@@ -709,11 +715,18 @@ impl TftpServer {
                 continue;
             };
             if t.port_ready {
+                let sending = matches!(t.role, Role::Send(_));
                 let out = match &mut t.role {
                     Role::Send(s) => s.poll_transmit(now),
                     Role::Receive(r) => r.poll_transmit(now),
                 };
                 if let Some(b) = out {
+                    if sending && !t.patience.allow(now, b) {
+                        // Quiet, so that a client ignoring duplicates times out (see
+                        // request::Patience): as if lost.
+                        self.stats.held_back += 1;
+                        continue;
+                    }
                     if !t.validated {
                         if t.unproven_sent >= t.allowed {
                             // Over the amplification limit: as if lost.
