@@ -30,8 +30,8 @@
 //! - **Bounded.** At most `max_sessions` transfers (and IO operations under way), at most
 //!   `max_per_address` of them from one IP address, and at most
 //!   [`LINGER_FACTOR`] × `max_sessions` sessions in all; when full, sessions that only
-//!   linger give way first, then a transfer that has made no progress for
-//!   [`STALLED`]. A session without progress for the give-up time ends by itself
+//!   linger give way first, then a transfer that has made no progress (moved fewer
+//!   than [`PROGRESS_QUANTUM`] bytes) for [`STALLED`]. A session without progress for the give-up time ends by itself
 //!   (PROTOCOL.md §5.3).
 
 use std::collections::{HashMap, VecDeque};
@@ -60,6 +60,12 @@ pub const LINGER_FACTOR: usize = 4;
 /// A transfer without progress this long gives way to a new client when the server is
 /// full (whatever it sends meanwhile).
 pub const STALLED: Duration = Duration::from_secs(2);
+
+/// What counts as progress for [`STALLED`]: this many more bytes moved (or the end of
+/// the stream). A client that acknowledges a tiny block now and then (8 bytes every
+/// 1.5 s held every slot) is stalled; one slower than 8 KiB/s gives way only while the
+/// server is full.
+pub const PROGRESS_QUANTUM: u64 = 16 * 1024;
 
 /// After an exit was answered or a stop began, once no transfer runs any more, how long
 /// the endpoint stays up for sessions that only linger.
@@ -236,6 +242,7 @@ struct Entry {
     logged: bool,
     /// A commit handed to the driver and not yet reported.
     committing: bool,
+    /// The bytes moved when progress was last counted ([`PROGRESS_QUANTUM`]), and when.
     last_bytes: u64,
     last_progress: Instant,
 }
@@ -835,7 +842,9 @@ impl ServerEndpoint {
             return;
         };
         let bytes = e.s.stats().bytes;
-        if bytes != e.last_bytes {
+        if bytes >= e.last_bytes + PROGRESS_QUANTUM
+            || (bytes != e.last_bytes && *e.s.status() != Status::Running)
+        {
             e.last_bytes = bytes;
             e.last_progress = now;
         }
