@@ -5,11 +5,17 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use udpft::engine::{Config, RtoConfig, Sender, Status};
+use udpft::rto::RtoEstimator;
 use udpft::wire::{self, Datagram, Message, Op, Token};
 
 mod common;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
 
 /// Counts the spans that are open (created and not yet closed).
 struct LiveSpans(Arc<AtomicI64>);
@@ -101,4 +107,82 @@ fn a_busy_server_keeps_no_span_of_a_session_that_ended() {
     });
     stopper.stop();
     running.join().unwrap().unwrap();
+}
+
+/// A sender whose receiver answers every DONE with WAIT gives up 6 give-up times after
+/// the first WAIT (PROTOCOL.md §4.1, §4.4). It did not: each probe (DONE resent once
+/// per RTO ceiling) that was answered by WAIT started the 6 give-up times again, so a
+/// client that answers WAIT for ever held a server's get (and a server that does so
+/// held a client's put) for ever, whatever the give-up time.
+#[test]
+fn a_receiver_that_answers_every_probe_with_wait_is_given_up_on() {
+    let t0 = Instant::now();
+    let peer = addr("192.0.2.7:9");
+    let give_up = Duration::from_secs(2);
+    let cfg = Config {
+        block_size: 512,
+        rto: RtoConfig {
+            max: Duration::from_millis(500),
+            ..RtoConfig::default()
+        },
+        give_up,
+        ..Config::default()
+    };
+    let id = 42;
+    let mut s = Sender::new(
+        id,
+        peer,
+        Box::new(std::io::Cursor::new(vec![1u8; 100])),
+        cfg,
+        RtoEstimator::new(cfg.rto),
+        None,
+    );
+    let mut buf = vec![0u8; 64];
+    let msg = |seq: u64, m: Message<'static>, buf: &mut Vec<u8>| {
+        let n = Datagram {
+            session: id,
+            seq,
+            message: m,
+        }
+        .emit(buf)
+        .unwrap();
+        buf[..n].to_vec()
+    };
+    let mut now = t0;
+    let mut waited_since = None;
+    // The receiver acknowledges DATA 1 and answers every DONE with WAIT, for ever.
+    while now < t0 + give_up * 20 {
+        while let Some(out) = s.poll_transmit(now) {
+            let d = Datagram::parse(out).unwrap();
+            let seq = d.seq;
+            let answer = match d.message {
+                Message::Data(_) => msg(seq, Message::Ack, &mut buf),
+                Message::Done { .. } => {
+                    waited_since.get_or_insert(now);
+                    msg(seq, Message::Wait, &mut buf)
+                }
+                Message::Error { .. } => break,
+                m => panic!("unexpected {m:?}"),
+            };
+            s.handle(now, &Datagram::parse(&answer).unwrap());
+        }
+        if !matches!(s.status(), Status::Running) {
+            break;
+        }
+        now += Duration::from_millis(10);
+        s.handle_timeout(now);
+    }
+    let first_wait = waited_since.expect("DONE was sent");
+    assert!(
+        matches!(s.status(), Status::Failed(_)),
+        "still waiting {:.0} s after the first WAIT (give-up time {} s)",
+        (now - first_wait).as_secs_f64(),
+        give_up.as_secs()
+    );
+    let limit = give_up * 6 + Duration::from_secs(1);
+    assert!(
+        now - first_wait <= limit,
+        "given up only {:.1} s after the first WAIT",
+        (now - first_wait).as_secs_f64()
+    );
 }

@@ -59,6 +59,9 @@ pub struct Sender {
     /// When the last new acknowledgement came (or the sender started): the give-up
     /// time counts from here.
     last_progress: Option<Instant>,
+    /// When waiting for a receiver that answered WAIT ends, set by its first WAIT: the
+    /// probes and the WAITs that answer them do not move it.
+    wait_until: Option<Instant>,
     /// An ERROR to send once, telling the peer why this side stopped.
     error_out: Option<usize>,
     status: Status,
@@ -99,6 +102,7 @@ impl Sender {
             crc: crc32fast::Hasher::new(),
             resend_after: None,
             last_progress: None,
+            wait_until: None,
             error_out: None,
             status: Status::Running,
             stats: Stats::default(),
@@ -248,13 +252,15 @@ impl Sender {
                     }
                     _ => None,
                 };
-                let until = match self.phase {
-                    Phase::Waiting { until, .. } => until,
-                    _ => {
-                        self.trace(Event::Waiting { seq: d.seq, rtt });
-                        now + self.cfg.give_up.saturating_mul(MAX_WAIT_FACTOR)
-                    }
-                };
+                if !matches!(self.phase, Phase::Waiting { .. }) {
+                    self.trace(Event::Waiting { seq: d.seq, rtt });
+                }
+                // Counted from the first WAIT: a WAIT that answers a probe must not
+                // start the count again, or a receiver that always answers WAIT would
+                // be waited for without end.
+                let until = *self
+                    .wait_until
+                    .get_or_insert(now + self.cfg.give_up.saturating_mul(MAX_WAIT_FACTOR));
                 self.last_progress = Some(now);
                 // A probe resent meanwhile is answered by this WAIT: nothing to resend.
                 self.out.need_send = false;
