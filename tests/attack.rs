@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use udpft::engine::{Config, RtoConfig, Sender, Status};
+use udpft::engine::{
+    Config, EndpointConfig, IoOutcome, IoRequest, RtoConfig, Sender, ServerEndpoint, Status,
+};
 use udpft::rto::RtoEstimator;
 use udpft::wire::{self, Datagram, Message, Op, Token};
 
@@ -184,5 +186,104 @@ fn a_receiver_that_answers_every_probe_with_wait_is_given_up_on() {
         now - first_wait <= limit,
         "given up only {:.1} s after the first WAIT",
         (now - first_wait).as_secs_f64()
+    );
+}
+
+/// Everything the endpoint sends now.
+fn sent(ep: &mut ServerEndpoint, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; wire::MAX_DATAGRAM];
+    while let Some((to, n)) = ep.poll_transmit(now, &mut buf) {
+        out.push((to, buf[..n].to_vec()));
+    }
+    out
+}
+
+/// A proven REQUEST from `from`: asks, takes the RETRY's token, returns the REQUEST
+/// with it.
+fn proven(
+    ep: &mut ServerEndpoint,
+    now: Instant,
+    from: SocketAddr,
+    op: Op,
+    name: &str,
+    nonce: u64,
+) -> Vec<u8> {
+    ep.handle(
+        now,
+        from,
+        &common::request_bytes(op, name, nonce, 512, None),
+    );
+    let out = sent(ep, now);
+    let Message::Retry(t) = Datagram::parse(&out[0].1).unwrap().message else {
+        panic!("expected a RETRY");
+    };
+    common::request_bytes(op, name, nonce, 512, Some(t))
+}
+
+/// Carries out every file operation the endpoint asks for as a storage that succeeds;
+/// returns how many deletes there were.
+fn run_io(ep: &mut ServerEndpoint, now: Instant) -> usize {
+    let mut deletes = 0;
+    while let Some(io) = ep.poll_io() {
+        if let IoRequest::Open { ticket, op, .. } = io {
+            if op == Op::Delete {
+                deletes += 1;
+            }
+            ep.io_done(now, ticket, IoOutcome::Done);
+        }
+    }
+    deletes
+}
+
+/// A delete acts once per request: its answer is kept (5 s) longer than its token is
+/// valid (3 s), so a replay finds the answer. But when the server was full, answered
+/// sessions were the first to give way to a new request, at any age: an attacker who
+/// captured a victim's proven delete (and can send from the victim's address) filled
+/// the server with sessions of its own until the victim's answer was dropped, then
+/// replayed the REQUEST within its token's 3 s, and the delete was carried out again.
+/// Now an answer is not dropped while its token could still be valid.
+#[test]
+fn a_replayed_delete_acts_once_even_when_the_server_is_full() {
+    let t0 = Instant::now();
+    let mut ep = ServerEndpoint::new(
+        EndpointConfig {
+            max_sessions: 1, // and so 4 sessions in all, lingering ones included
+            allow_delete: true,
+            seed: Some(9),
+            ..EndpointConfig::default()
+        },
+        t0,
+    );
+    let victim = addr("192.0.2.20:4000");
+    let request = proven(&mut ep, t0, victim, Op::Delete, "report.pdf", 1);
+    ep.handle(t0, victim, &request);
+    assert_eq!(run_io(&mut ep, t0), 1);
+    sent(&mut ep, t0);
+    // The attacker's own deletes (of files of its own): each answered, each lingers.
+    let now = t0 + Duration::from_millis(500);
+    for i in 0..6u64 {
+        let from = addr(&format!("203.0.113.9:{}", 7000 + i));
+        let r = proven(&mut ep, now, from, Op::Delete, &format!("junk{i}"), 100 + i);
+        ep.handle(now, from, &r);
+        run_io(&mut ep, now);
+        sent(&mut ep, now);
+    }
+    // The replay, from the victim's address, while the token is still valid.
+    let now = t0 + Duration::from_secs(2);
+    ep.handle(now, victim, &request);
+    assert_eq!(
+        run_io(&mut ep, now),
+        0,
+        "the replayed delete was carried out again"
+    );
+    let kinds: Vec<_> = sent(&mut ep, now)
+        .iter()
+        .map(|(to, b)| (*to, Datagram::parse(b).unwrap().kind()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [(victim, wire::Kind::Accept)],
+        "the replay is answered"
     );
 }

@@ -47,7 +47,8 @@ use crate::text::{escape, sanitize};
 use crate::wire::{self, Datagram, ErrorCode, Message, Op, Request, SessionId, TOKEN_LEN, Token};
 
 /// How long a RETRY's token is good for. Shorter than [`super::server::ANSWER_LINGER`],
-/// so that a replayed delete or exit always finds its answered session.
+/// so that a replayed delete or exit always finds its answered session (which is not
+/// made to give way to new sessions until its token has expired).
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3);
 
 /// All sessions together, lingering ones included, are capped at this many times
@@ -571,10 +572,22 @@ impl ServerEndpoint {
         }
         let total_cap = self.cfg.max_sessions.saturating_mul(LINGER_FACTOR);
         while self.sessions.len() + self.pending.len() >= total_cap {
+            // An answered delete or exit stays while its token may still be valid
+            // (issued before the session started; ages counted in whole ms, hence
+            // the 1 ms): dropped sooner, a replay of its REQUEST would find no answer
+            // and act again.
             let lingering = self
                 .sessions
                 .iter()
-                .filter(|(_, e)| !e.committing && (e.answered || *e.s.status() != Status::Running))
+                .filter(|(_, e)| {
+                    !e.committing
+                        && if e.answered {
+                            now.saturating_duration_since(e.started)
+                                > TOKEN_LIFETIME + Duration::from_millis(1)
+                        } else {
+                            *e.s.status() != Status::Running
+                        }
+                })
                 .min_by_key(|(_, e)| e.started)
                 .map(|(id, _)| *id);
             match lingering {
