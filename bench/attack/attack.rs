@@ -14,7 +14,8 @@
 //!   packet at once, as a real client), `every=DUR` (the newest packet once per DUR),
 //!   `ooo` (acks from the future and the past, then the right one, each packet);
 //!   a put sends DATA (`--block-size` bytes of zeros) one block per ack (`fast`) or one
-//!   per DUR (`every=DUR`), announcing an unknown size, and never sends DONE;
+//!   per DUR (`every=DUR`), announcing an unknown size, and never sends DONE (after
+//!   `--max-blocks` it stalls);
 //! - with `--restart`, a session that ended (refused, evicted, done) is replaced by a
 //!   new one (new nonce) after 100 ms, so the pressure never lets up.
 //!
@@ -62,6 +63,9 @@ struct Args {
     /// Replace a session that ended by a new one.
     #[arg(long)]
     restart: bool,
+    /// A put sends at most this many blocks, then stalls (bounds the disk it fills).
+    #[arg(long, default_value_t = u64::MAX)]
+    max_blocks: u64,
     /// Send garbage instead of sessions.
     #[arg(long)]
     garbage: bool,
@@ -86,6 +90,9 @@ fn dur(s: &str) -> Result<Duration, String> {
     };
     Ok(Duration::from_secs_f64(secs))
 }
+
+/// A fast put resends an unacknowledged block after this long.
+const PUT_RESEND: Duration = Duration::from_millis(20);
 
 #[derive(Clone, Copy, Debug)]
 enum Ack {
@@ -227,9 +234,18 @@ impl Worker {
                 };
             }
             Phase::Running { sid, next_ack } if now >= next_ack => {
+                if let (Op::Put, Ack::Fast) = (self.op, self.ack) {
+                    // The server left it unacknowledged (its write buffers were full):
+                    // resend, as a real sender's timer would.
+                    self.data(sid, s.newest);
+                    s.phase = Phase::Running {
+                        sid,
+                        next_ack: now + PUT_RESEND,
+                    };
+                }
                 if let Ack::Every(d) = self.ack {
                     if self.op == Op::Put {
-                        if s.acked == s.newest {
+                        if s.acked == s.newest && s.newest < self.args.max_blocks {
                             s.newest += 1;
                         }
                         self.data(sid, s.newest);
@@ -275,6 +291,10 @@ impl Worker {
                     (Op::Put, Ack::Fast) => {
                         s.newest = 1;
                         self.data(sid, 1);
+                        s.phase = Phase::Running {
+                            sid,
+                            next_ack: now + PUT_RESEND,
+                        };
                     }
                     (Op::Get | Op::List, Ack::Fast) => self.ack(sid, 0),
                     (Op::Get | Op::List, Ack::OutOfOrder) => {
@@ -318,9 +338,16 @@ impl Worker {
                 }
                 Message::Ack if self.op == Op::Put => {
                     s.acked = s.acked.max(d.seq.min(s.newest));
-                    if d.seq == s.newest && matches!(self.ack, Ack::Fast) {
+                    if d.seq == s.newest
+                        && matches!(self.ack, Ack::Fast)
+                        && s.newest < self.args.max_blocks
+                    {
                         s.newest += 1;
                         self.data(sid, s.newest);
+                        s.phase = Phase::Running {
+                            sid,
+                            next_ack: now + PUT_RESEND,
+                        };
                     }
                 }
                 Message::Error { .. } => {
