@@ -391,3 +391,80 @@ fn sixty_four_uploads_at_once_stay_under_20_mib() {
         "udpftd's peak memory with 64 uploads at once: {hwm} KiB"
     );
 }
+
+/// A sender waiting on a receiver that said WAIT probes with DONE once per RTO ceiling
+/// (PROTOCOL.md §4.4). It probed once, then, if the probe went unanswered (a client
+/// that stores on the thread that answers is silent until it has stored), resent DONE
+/// on the ordinary timer: 10 resends in the next second on a LAN, the "DONE resent
+/// while the receiver commits" issue 9 set out to end (seen on loopback: a get whose
+/// client took 3 s to sync, "timeout after 2.04 ms, done #73 resent" four times).
+/// And a receiver that vanishes after WAIT is still given up on after the give-up time.
+#[test]
+fn a_silent_receiver_after_wait_gets_one_probe_per_rto_ceiling() {
+    let t0 = Instant::now();
+    let give_up = Duration::from_secs(5);
+    let cfg = Config {
+        block_size: 512,
+        give_up,
+        ..Config::default()
+    };
+    let ceiling = cfg.rto.max;
+    let run = |storing_for: Option<Duration>| {
+        let mut s = Sender::new(
+            5,
+            addr("192.0.2.8:9"),
+            Box::new(std::io::Cursor::new(vec![1u8; 100])),
+            cfg,
+            RtoEstimator::new(cfg.rto),
+            None,
+        );
+        let answer = |s: &mut Sender, at: Instant, seq: u64, m: Message| {
+            let mut b = [0u8; 64];
+            let n = Datagram {
+                session: 5,
+                seq,
+                message: m,
+            }
+            .emit(&mut b)
+            .unwrap();
+            s.handle(at, &Datagram::parse(&b[..n]).unwrap());
+        };
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        assert!(s.poll_transmit(ms(0)).is_some()); // DATA 1
+        answer(&mut s, ms(1), 1, Message::Ack);
+        assert!(s.poll_transmit(ms(1)).is_some()); // DONE 2
+        answer(&mut s, ms(2), 2, Message::Wait);
+        // Silent while storing (or for ever), then the ACK.
+        let mut dones = 0;
+        let mut now = ms(2);
+        while now < ms(2) + give_up * 3 && *s.status() == Status::Running {
+            now += Duration::from_micros(100);
+            s.handle_timeout(now);
+            while let Some(b) = s.poll_transmit(now) {
+                if matches!(Datagram::parse(b).unwrap().message, Message::Done { .. }) {
+                    dones += 1;
+                }
+            }
+            if storing_for.is_some_and(|d| now >= ms(2) + d) {
+                answer(&mut s, now, 2, Message::Ack);
+            }
+        }
+        (dones, now - ms(2), s.status().clone())
+    };
+    // Storing takes 3.5 s: at most one probe per ceiling, and the ACK closes it.
+    let (dones, _, status) = run(Some(Duration::from_millis(3500)));
+    assert_eq!(status, Status::Closed);
+    let most = (3500 / ceiling.as_millis()) as u32;
+    assert!(
+        dones <= most,
+        "{dones} DONEs sent while the receiver stored for 3.5 s (one probe per {} ms ceiling: at most {most})",
+        ceiling.as_millis()
+    );
+    // The receiver vanished: given up after the give-up time since its WAIT.
+    let (_, after, status) = run(None);
+    assert!(matches!(status, Status::Failed(_)), "{status:?}");
+    assert!(
+        after <= give_up + ceiling + Duration::from_millis(10),
+        "given up {after:?} after the last WAIT"
+    );
+}

@@ -50,6 +50,11 @@ impl Outstanding {
         }
     }
 
+    /// How many times the packet was handed out.
+    pub fn tries(&self) -> u32 {
+        self.tries
+    }
+
     /// Records that the packet was handed out at `now`, and arms the timer.
     pub fn on_transmit(&mut self, now: Instant, rto: &RtoEstimator) {
         self.need_send = false;

@@ -22,7 +22,9 @@ enum Phase {
     /// Sending DONE, waiting for its ack.
     Done,
     /// The receiver answered DONE with WAIT (it is storing the data): DONE is not
-    /// resent, only probed at `probe_at`; the wait is abandoned at `until`.
+    /// resent on the timer, only sent once at each `probe_at` (one RTO ceiling after
+    /// the last WAIT or probe); the wait is abandoned at `until`, or once the receiver
+    /// has said nothing for the give-up time.
     Waiting { probe_at: Instant, until: Instant },
     /// Block `seq` is not read yet: the source said it would block (a read-ahead on an
     /// IO worker is under way). Nothing is sent until [`Sender::source_ready`].
@@ -318,6 +320,7 @@ impl Sender {
             return;
         }
         if let Phase::Waiting { probe_at, until } = self.phase {
+            let silent_since = self.last_progress.unwrap_or(now);
             if now >= until {
                 let waited = self.cfg.give_up.saturating_mul(MAX_WAIT_FACTOR);
                 return self.fail(
@@ -329,11 +332,27 @@ impl Sender {
                     true,
                 );
             }
+            if now >= silent_since + self.cfg.give_up {
+                return self.fail(
+                    TransferError::NoAnswer {
+                        peer: self.peer,
+                        tries: self.out.tries(),
+                        over: now.saturating_duration_since(silent_since),
+                    },
+                    true,
+                );
+            }
             if now >= probe_at {
-                // Ask again whether it is stored: DONE once more, on its own timer.
-                self.phase = Phase::Done;
+                // Ask again whether it is stored: DONE once, and again only a ceiling
+                // later. A receiver busy storing may not answer at once (a client
+                // syncs on the thread that answers); resending on the ordinary timer
+                // would be the very resends WAIT exists to stop.
                 self.out.need_send = true;
                 self.resend_after = Some(self.cfg.rto.max);
+                self.phase = Phase::Waiting {
+                    probe_at: now + self.cfg.rto.max,
+                    until,
+                };
             }
             return;
         }
@@ -384,7 +403,10 @@ impl Sender {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
             Phase::Over => None,
-            Phase::Waiting { probe_at, until } => Some(probe_at.min(until)),
+            Phase::Waiting { probe_at, until } => {
+                let silent = self.last_progress.map(|t| t + self.cfg.give_up);
+                Some(probe_at.min(until).min(silent.unwrap_or(until)))
+            }
             _ => self.out.deadline(),
         }
     }
