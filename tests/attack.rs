@@ -468,3 +468,43 @@ fn a_silent_receiver_after_wait_gets_one_probe_per_rto_ceiling() {
         "given up {after:?} after the last WAIT"
     );
 }
+
+/// A blind, spoofed REQUEST that the server refuses without an address check (delete
+/// or exit disabled, as by default; read-only; shutting down) was logged with its whole
+/// name escaped: 1,024 control characters became a 4,217-byte log line for a 1,066-byte
+/// datagram, so a spoofed flood made udpftd write its log four times as fast as the
+/// flood, and fill the disk. A log line now shows at most 96 characters of a name or
+/// message: never longer than the smallest REQUEST that can cause it.
+#[test]
+fn a_refused_request_is_logged_in_fewer_bytes_than_it_had() {
+    let t0 = Instant::now();
+    let mut ep = ServerEndpoint::new(
+        EndpointConfig {
+            seed: Some(1),
+            ..EndpointConfig::default()
+        },
+        t0,
+    );
+    let from = addr("198.51.100.1:53");
+    for name in [
+        "\u{1}".repeat(1024),
+        "\u{202e}".repeat(300),
+        "a".repeat(240),
+    ] {
+        for op in [Op::Delete, Op::Exit] {
+            let request = common::request_bytes(op, &name, 77, 1408, None);
+            ep.handle(t0, from, &request);
+            let lines: Vec<_> = std::iter::from_fn(|| ep.poll_log()).collect();
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            let line = &lines[0].text;
+            assert!(line.contains("refused"), "{line}");
+            assert!(
+                line.len() <= wire::MIN_REQUEST_LEN.min(request.len()),
+                "a {}-byte REQUEST logged in {} bytes: {}...",
+                request.len(),
+                line.len(),
+                &line[..80]
+            );
+        }
+    }
+}

@@ -445,8 +445,8 @@ impl ServerEndpoint {
             format!(
                 "{from} {} '{}': refused ({code}): {}",
                 req.op.name(),
-                escape(req.name),
-                sanitize(message)
+                clip(&escape(req.name), LOG_NAME),
+                clip(&sanitize(message), LOG_NAME)
             ),
         );
     }
@@ -515,7 +515,7 @@ impl ServerEndpoint {
             peer: from,
             nonce,
             op: req.op,
-            path: escape(req.name).into_owned(),
+            path: clip(&escape(req.name), LOG_NAME),
             request_len: len,
             block_size: req
                 .block_size
@@ -692,7 +692,7 @@ impl ServerEndpoint {
                         p.peer,
                         p.op.name(),
                         p.path,
-                        sanitize(&message)
+                        clip(&sanitize(&message), LOG_MESSAGE)
                     ),
                 );
                 return;
@@ -949,6 +949,25 @@ impl ServerEndpoint {
     }
 }
 
+/// The most characters of a name (escaped) that a log line shows, and of a message a
+/// refusal before the address check gives: such a line is then shorter than the
+/// smallest REQUEST (256 bytes) that can cause it, so a flood of spoofed requests cannot
+/// make the log grow faster than the flood does (a name of 1,024 control characters,
+/// escaped, is 4 KiB).
+const LOG_NAME: usize = 96;
+
+/// The most characters of a message a client's text can reach a log line through
+/// (a refusal quoting its name; its ERROR) once its address is proven.
+const LOG_MESSAGE: usize = 2 * LOG_NAME;
+
+/// `text` cut to `most` characters, marked with `…` if cut.
+fn clip(text: &str, most: usize) -> String {
+    match text.char_indices().nth(most) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
 fn terminal(s: &Status) -> bool {
     matches!(s, Status::Closed | Status::Failed(_))
 }
@@ -962,6 +981,10 @@ fn session_line(e: &Entry, now: Instant, log_rtt: bool) -> String {
         // it only lingers briefly, so say what is known rather than "failed".
         Status::Failed(err @ TransferError::NoAnswer { .. }) if e.s.data_acknowledged() => {
             format!("unconfirmed: every block was acknowledged, but not DONE ({err})")
+        }
+        // The peer's own words: held to a length, as a refusal's are.
+        Status::Failed(err @ TransferError::Remote { .. }) => {
+            format!("failed: {}", clip(&err.to_string(), LOG_MESSAGE))
         }
         Status::Failed(err) => format!("failed: {}", sanitize(&err.to_string())),
         Status::Running => "unfinished".to_string(),
