@@ -143,3 +143,48 @@ fn slow_clients_that_are_never_stalled_starve_admission() {
          4 clients acknowledging an 8-byte block every 1.5 s hold every slot"
     );
 }
+
+/// FINDING (not fixed): a lossless get on loopback still shows resends. Issue 9's
+/// Done-when asks for none. DONE is no longer resent (WAIT), but DATA is: with the
+/// timer at its 100 µs floor (PROTOCOL.md §5.2) against a 20-50 µs loopback round
+/// trip, any moment either process waits for a CPU longer than that (a shared 2-core
+/// machine) fires the timer. `bench/attack/resends 100` on the release binaries,
+/// load average 1.5: 7 of 100 gets of 100 KB and 47 of 100 gets of 10 MB had server
+/// resends (183 in all); at load 10-20, 61 and 86 of 100.
+#[test]
+fn a_lossless_get_on_loopback_shows_no_resend() {
+    let root = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("ten.bin"), common::content(10 << 20, 9)).unwrap();
+    let server = common::Server::start(root.path(), &[]);
+    let gets = 20;
+    for i in 0..gets {
+        let st = std::process::Command::new(common::UDPFT)
+            .args(["-q", "get", &server.addr, "ten.bin"])
+            .arg(out.path().join(format!("{i}.bin")))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let mut lines = Vec::new();
+    common::wait_for("a log line per get", || {
+        lines = server
+            .log()
+            .lines()
+            .filter(|l| l.contains("get 'ten.bin'"))
+            .map(String::from)
+            .collect();
+        lines.len() == gets
+    });
+    let resent: Vec<&String> = lines.iter().filter(|l| !l.contains(" 0 resends")).collect();
+    assert!(
+        resent.is_empty(),
+        "{} of {gets} lossless 10 MiB gets on loopback resent:\n{}",
+        resent.len(),
+        resent
+            .iter()
+            .map(|l| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
