@@ -386,6 +386,7 @@ fn sixty_four_uploads_at_once_stay_under_20_mib() {
     let socks: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     let hwm = vm_hwm_kib(server.child.id());
     drop(socks);
+    eprintln!("udpftd's peak memory with 64 uploads at once: {hwm} KiB");
     assert!(
         hwm < 20 * 1024,
         "udpftd's peak memory with 64 uploads at once: {hwm} KiB"
