@@ -50,7 +50,8 @@ use crate::text::{escape, sanitize};
 use crate::wire::{self, TOKEN_LEN};
 
 /// How long a RETRY's token is good for. Shorter than [`super::server::ANSWER_LINGER`],
-/// so that a replayed delete or exit always finds its answered session.
+/// so that a replayed delete or exit always finds its answered session (which is not
+/// made to give way to new sessions until its token has expired).
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3);
 
 /// All sessions together, lingering ones included, are capped at this many times
@@ -551,8 +552,8 @@ impl ServerEndpoint {
             format!(
                 "{from} {} '{}': refused ({code}): {}",
                 req.op.name(),
-                escape(req.name),
-                sanitize(message)
+                clip(&escape(req.name), LOG_NAME),
+                clip(&sanitize(message), LOG_NAME)
             ),
         );
     }
@@ -622,7 +623,7 @@ impl ServerEndpoint {
             peer: from,
             nonce,
             op: req.op,
-            path: escape(req.name).into_owned(),
+            path: clip(&escape(req.name), LOG_NAME),
             request_len: len,
             block_size,
             window: super::window_for(req.window.min(self.cfg.session.window), block_size),
@@ -677,10 +678,22 @@ impl ServerEndpoint {
         }
         let total_cap = self.cfg.max_sessions.saturating_mul(LINGER_FACTOR);
         while self.sessions.len() + self.pending.len() + self.tftp.len() >= total_cap {
+            // An answered delete or exit stays while its token may still be valid
+            // (issued before the session started; ages counted in whole ms, hence
+            // the 1 ms): dropped sooner, a replay of its REQUEST would find no answer
+            // and act again.
             let lingering = self
                 .sessions
                 .iter()
-                .filter(|(_, e)| !e.committing && (e.answered || *e.s.status() != Status::Running))
+                .filter(|(_, e)| {
+                    !e.committing
+                        && if e.answered {
+                            now.saturating_duration_since(e.started)
+                                > TOKEN_LIFETIME + Duration::from_millis(1)
+                        } else {
+                            *e.s.status() != Status::Running
+                        }
+                })
                 .min_by_key(|(_, e)| e.started)
                 .map(|(id, _)| *id);
             match lingering {
@@ -790,7 +803,7 @@ impl ServerEndpoint {
                         p.peer,
                         p.op.name(),
                         p.path,
-                        sanitize(&message)
+                        clip(&sanitize(&message), LOG_MESSAGE)
                     ),
                 );
                 return;
@@ -1057,6 +1070,25 @@ impl ServerEndpoint {
     }
 }
 
+/// The most characters of a name (escaped) that a log line shows, and of a message a
+/// refusal before the address check gives: such a line is then shorter than the
+/// smallest REQUEST (256 bytes) that can cause it, so a flood of spoofed requests cannot
+/// make the log grow faster than the flood does (a name of 1,024 control characters,
+/// escaped, is 4 KiB).
+const LOG_NAME: usize = 96;
+
+/// The most characters of a message a client's text can reach a log line through
+/// (a refusal quoting its name; its ERROR) once its address is proven.
+const LOG_MESSAGE: usize = 2 * LOG_NAME;
+
+/// `text` cut to `most` characters, marked with `…` if cut.
+fn clip(text: &str, most: usize) -> String {
+    match text.char_indices().nth(most) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
 fn terminal(s: &Status) -> bool {
     matches!(s, Status::Closed | Status::Failed(_))
 }
@@ -1070,6 +1102,10 @@ fn session_line(e: &Entry, now: Instant, log_rtt: bool) -> String {
         // it only lingers briefly, so say what is known rather than "failed".
         Status::Failed(err @ TransferError::NoAnswer { .. }) if e.s.data_acknowledged() => {
             format!("unconfirmed: every block was acknowledged, but not DONE ({err})")
+        }
+        // The peer's own words: held to a length, as a refusal's are.
+        Status::Failed(err @ TransferError::Remote { .. }) => {
+            format!("failed: {}", clip(&err.to_string(), LOG_MESSAGE))
         }
         Status::Failed(err) => format!("failed: {}", sanitize(&err.to_string())),
         Status::Running => "unfinished".to_string(),

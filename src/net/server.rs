@@ -240,7 +240,8 @@ impl Server {
                 allow_exit: o.allow_exit,
                 seed: None,
                 log_rtt: o.verbosity >= Verbosity::Verbose,
-                keep_outcomes: false,
+                // Drained every turn of the loop: it tells which sessions' spans to drop.
+                keep_outcomes: true,
                 tftp: o.tftp,
                 tftp_single_port: o.tftp_single_port,
                 // TFTP writes get the same window limit (reads: 1, TFTP.md "Not yet").
@@ -311,7 +312,12 @@ impl Server {
                 // Timed from the session's first event, as the client's lines are from
                 // its request (PROTOCOL.md §9); escaped, for an ERROR carries the
                 // client's text.
-                let (t0, span) = spans.get(now, peer, id);
+                // A RETRY belongs to no session (its id is the client's nonce, and
+                // nothing is kept for it): its span is not kept either.
+                let (t0, span) = match ev {
+                    crate::engine::Event::RetrySent => (now, Spans::make(peer, id)),
+                    _ => spans.get(now, peer, id),
+                };
                 let t = now.saturating_duration_since(t0).as_secs_f64() * 1e3;
                 let ev = crate::text::sanitize(&ev.to_string()).into_owned();
                 span.in_scope(|| {
@@ -320,6 +326,11 @@ impl Server {
             }
             while let Some(line) = ep.poll_log() {
                 emit(&line, &mut spans, now, verbosity, o.trace);
+            }
+            // A session that ended says nothing more: its span goes now, not when the
+            // server is next idle (a busy server may never be).
+            while let Some(ended) = ep.poll_ended() {
+                spans.remove(ended.id);
             }
             if ep.is_idle() {
                 spans.clear();
@@ -474,25 +485,30 @@ fn open_and_close_ports(
     }
 }
 
-/// The `session` span of each session seen since the server was last idle, and when
-/// it was first seen.
+/// The `session` span of each session that has not ended yet, and when it was first
+/// seen. Bounded by the sessions the endpoint holds at once.
 #[derive(Default)]
 struct Spans(std::collections::HashMap<SessionId, (Instant, tracing::Span)>);
 
 impl Spans {
+    fn make(peer: SocketAddr, id: SessionId) -> tracing::Span {
+        tracing::info_span!(
+            target: "udpftd",
+            "session",
+            %peer,
+            id = %format_args!("{id:016x}")
+        )
+    }
+
     fn get(&mut self, now: Instant, peer: SocketAddr, id: SessionId) -> (Instant, tracing::Span) {
         self.0
             .entry(id)
-            .or_insert_with(|| {
-                let span = tracing::info_span!(
-                    target: "udpftd",
-                    "session",
-                    %peer,
-                    id = %format_args!("{id:016x}")
-                );
-                (now, span)
-            })
+            .or_insert_with(|| (now, Self::make(peer, id)))
             .clone()
+    }
+
+    fn remove(&mut self, id: SessionId) {
+        self.0.remove(&id);
     }
 
     fn clear(&mut self) {
