@@ -581,6 +581,51 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// A lost probe is followed by another one RTO ceiling later (found by the lossy
+    /// end-to-end test: a put whose only probe was lost went silent until it gave up).
+    #[test]
+    fn a_lost_probe_is_followed_by_another() {
+        let peer = "127.0.0.1:9".parse().unwrap();
+        let cfg = Config {
+            block_size: 4,
+            ..Config::default()
+        };
+        let t0 = Instant::now();
+        let mut s = Sender::new(
+            7,
+            peer,
+            Box::new(std::io::Cursor::new(b"ab".to_vec())),
+            cfg,
+            RtoEstimator::new(cfg.rto),
+            None,
+        );
+        let answer = |s: &mut Sender, at: Instant, f: Frame| {
+            let mut b = [0u8; 64];
+            let n = Udpft.encode(7, &f, &mut b).unwrap();
+            s.handle_datagram(at, &b[..n]);
+        };
+        let ack = |seq| Frame::Ack {
+            seq,
+            sack: crate::engine::frame::Sack::NONE,
+        };
+        assert!(s.poll_transmit(t0).is_some()); // DATA 1
+        answer(&mut s, t0, ack(1));
+        assert!(s.poll_transmit(t0).is_some()); // DONE 2
+        answer(&mut s, t0, Frame::Wait { seq: 2 });
+        let mut probes = 0;
+        let mut now = t0;
+        for _ in 0..3 {
+            now = s.poll_timeout().unwrap();
+            s.handle_timeout(now);
+            while s.poll_transmit(now).is_some() {
+                probes += 1;
+            }
+        }
+        assert_eq!(probes, 3, "one probe per ceiling, lost or not");
+        assert!(now >= t0 + cfg.rto.max * 3);
+        assert_eq!(*s.status(), Status::Running);
+    }
+
     /// WAIT stops DONE's resends: the sender only probes once per RTO ceiling, and
     /// closes on the ACK that follows (no round-trip sample from it).
     #[test]

@@ -517,13 +517,19 @@ impl SendWindow {
         (bytes, rtt)
     }
 
-    /// Sends a held end packet again, as a probe of a receiver that is storing.
+    /// Sends a held end packet again, as a probe of a receiver that is storing (also
+    /// when the last probe is still unanswered: probes run on the caller's timer).
     pub fn probe(&mut self, seq: Seq, after: Duration) {
-        let s = self.slot_mut(seq);
-        if s.state == State::Held {
-            s.state = State::Lost(Resend::Timeout { after });
-            self.lost += 1;
+        match self.slot(seq).state {
+            State::Held => {}
+            State::InFlight => {
+                self.in_flight -= 1;
+                self.deadline = (self.in_flight > 0).then_some(self.deadline).flatten();
+            }
+            _ => return,
         }
+        self.slot_mut(seq).state = State::Lost(Resend::Timeout { after });
+        self.lost += 1;
     }
 }
 
