@@ -118,6 +118,11 @@ impl<C: Codec> Sender<C> {
         let stride = codec.overhead() + block.max(MIN_PACKET_ROOM);
         let error = vec![0; codec.overhead() + 2 + codec.max_message_len()];
         let first = if opening.is_some() { 0 } else { 1 };
+        let slots = window as usize;
+        let mut window = SendWindow::new(window, first);
+        if cfg.fixed_window {
+            window.set_fixed();
+        }
         let mut s = Sender {
             codec,
             session,
@@ -125,9 +130,9 @@ impl<C: Codec> Sender<C> {
             source,
             cfg,
             block,
-            bufs: vec![0; stride * window as usize],
+            bufs: vec![0; stride * slots],
             stride,
-            window: SendWindow::new(window, first),
+            window,
             end: None,
             phase: Phase::Streaming,
             rto,

@@ -31,6 +31,11 @@
 //!   (rather than once per window, as TCP) is what tells random loss from congestion:
 //!   a few random losses per window cost a few percent, while a queue that overflows
 //!   loses everything above its capacity and the window falls to what fits.
+//! - **A fixed window** ([`SendWindow::set_fixed`], RFC 7440 for TFTP): `cwnd` is *W*
+//!   from the start and never changes. Timeouts, repairs and duplicate ACKs are handled
+//!   as above; a timeout therefore resends every unacknowledged packet in order from
+//!   the first (go-back-N), which is what an RFC 7440 receiver expects: it keeps no
+//!   block past a gap and acknowledges the last one it has in order.
 
 use std::time::{Duration, Instant};
 
@@ -161,6 +166,8 @@ pub(crate) struct SendWindow {
     deadline: Option<Instant>,
     cwnd: f64,
     ssthresh: f64,
+    /// `cwnd` is the capacity, always (RFC 7440: no congestion control).
+    fixed: bool,
 }
 
 impl SendWindow {
@@ -180,6 +187,7 @@ impl SendWindow {
             deadline: None,
             cwnd: 1.0,
             ssthresh: 1.0,
+            fixed: false,
         };
         w.reset(first);
         w
@@ -195,8 +203,19 @@ impl SendWindow {
         self.lost = 0;
         self.rack = None;
         self.deadline = None;
-        self.cwnd = (self.cap as f64).min(INITIAL_CWND);
+        self.cwnd = if self.fixed {
+            self.cap as f64
+        } else {
+            (self.cap as f64).min(INITIAL_CWND)
+        };
         self.ssthresh = self.cap as f64;
+    }
+
+    /// Fixes the congestion window at the capacity for good: no slow start, no
+    /// decrease (RFC 7440's window, which has no congestion control).
+    pub fn set_fixed(&mut self) {
+        self.fixed = true;
+        self.cwnd = self.cap as f64;
     }
 
     fn idx(&self, seq: Seq) -> usize {
@@ -408,6 +427,9 @@ impl SendWindow {
 
     /// Opens the congestion window for `delivered` packets newly acknowledged.
     fn grow(&mut self, delivered: u64) {
+        if self.fixed {
+            return;
+        }
         for _ in 0..delivered {
             if self.cwnd < self.ssthresh {
                 self.cwnd += 1.0;
@@ -434,8 +456,10 @@ impl SendWindow {
                 self.slot_mut(seq).state = State::Lost(Resend::Repair);
                 self.in_flight -= 1;
                 self.lost += 1;
-                self.cwnd = (self.cwnd * (1.0 - DECREASE)).max(1.0);
-                self.ssthresh = self.cwnd;
+                if !self.fixed {
+                    self.cwnd = (self.cwnd * (1.0 - DECREASE)).max(1.0);
+                    self.ssthresh = self.cwnd;
+                }
             }
         }
     }
@@ -469,7 +493,7 @@ impl SendWindow {
                 self.lost += 1;
             }
         }
-        if self.cap > 1 {
+        if self.cap > 1 && !self.fixed {
             self.cwnd = (self.cwnd / 2.0).max(1.0);
             self.ssthresh = self.cwnd.max(2.0);
         }
@@ -610,6 +634,44 @@ mod tests {
         assert_eq!(w.next_seq(), 17);
         // The congestion window starts at 10.
         assert_eq!(send_all(&mut w, t0, &r).len(), 10);
+    }
+
+    /// A fixed window (RFC 7440) sends all *W* at once, keeps *W* through a timeout,
+    /// and the timeout resends everything unacknowledged from the first on, in order.
+    #[test]
+    fn a_fixed_window_goes_back_n_on_a_timeout_and_never_shrinks() {
+        let t0 = Instant::now();
+        let mut r = rto();
+        let mut w = SendWindow::new(16, 1);
+        w.set_fixed();
+        while w.has_room() {
+            w.push(Kind::Data, 10, 10);
+        }
+        assert_eq!(send_all(&mut w, t0, &r).len(), 16, "no slow start");
+        // The receiver had 1 to 4 in order (5 lost): it acknowledges 4.
+        let t1 = t0 + Duration::from_micros(300);
+        assert!(matches!(
+            w.on_ack(t1, 4, &Sack::NONE, &mut r),
+            Acked::Progress { advanced: true, .. }
+        ));
+        while w.has_room() {
+            w.push(Kind::Data, 10, 10);
+        }
+        assert_eq!(
+            send_all(&mut w, t1, &r),
+            (17..=20).map(|s| (s, None)).collect::<Vec<_>>()
+        );
+        // Copies of ack 4 change nothing (never resend on a duplicate ACK).
+        assert_eq!(w.on_ack(t1, 4, &Sack::NONE, &mut r), Acked::Stale);
+        assert!(send_all(&mut w, t1, &r).is_empty());
+        let at = w.deadline().unwrap();
+        assert!(matches!(
+            w.expire(at, &mut r, at + Duration::from_secs(30)),
+            Expiry::Resend { .. }
+        ));
+        let again: Vec<Seq> = send_all(&mut w, at, &r).iter().map(|p| p.0).collect();
+        assert_eq!(again, (5..=20).collect::<Vec<_>>(), "go-back-N from 5");
+        assert_eq!(w.cwnd(), 16.0);
     }
 
     #[test]

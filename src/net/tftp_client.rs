@@ -28,14 +28,13 @@ pub(crate) enum Attempt {
 /// What the client asks of a TFTP server: `blksize` from `--block-size` (held to
 /// TFTP's 8–65464), `tsize` (0 for a read, the size for a write; octet mode only, and
 /// not with blocks under 64 bytes, where atftpd refuses any OACK longer than a block),
-/// and for a read `windowsize` from `--window` when above 1 (a write is sent one block
-/// at a time: TFTP.md "Not yet").
+/// and `windowsize` (RFC 7440) from `--window` when above 1, for a read and a write.
 pub fn asked_for(opts: &ClientOptions, job: &Job) -> Asked {
     let blksize = opts.block_size.clamp(tftp::MIN_BLKSIZE, tftp::MAX_BLKSIZE);
     Asked {
         blksize: Some(blksize),
         windowsize: match job {
-            Job::Get(_) if opts.window > 1 => Some(u32::from(opts.window)),
+            Job::Get(_) | Job::Put(..) if opts.window > 1 => Some(u32::from(opts.window)),
             _ => None,
         },
         tsize: (blksize >= 64 && !opts.tftp_netascii).then_some(match job {

@@ -232,7 +232,8 @@ impl TftpClient {
             seq: 0,
             rtt,
         });
-        let mut cfg = self.cfg;
+        // RFC 7440's rules, both ways: a fixed window, acknowledged at its end.
+        let mut cfg = self.cfg.rfc7440();
         cfg.block_size = granted.blksize;
         // The window the server granted (RFC 7440), 1 without one.
         cfg.window = crate::engine::window_for(

@@ -507,20 +507,13 @@ impl TftpServer {
         let (role, granted) = match outcome {
             IoOutcome::Send(src, size) => {
                 let octet = req.mode == Mode::Octet;
-                // A read is sent one block at a time (TFTP.md "Not yet"): the engine's
-                // sender paces a window by udpft's rules, which an RFC 7440 receiver
-                // (acknowledging only at a window's end) stalls or turns into resends.
-                let limits = Limits {
-                    max_window: 1,
-                    ..self.cfg.limits
-                };
                 let g = negotiate(
                     &options,
                     req.mode,
                     Direction::Read {
                         size: octet.then_some(size),
                     },
-                    limits,
+                    self.cfg.limits,
                 );
                 let cfg = self.session_config(&g);
                 let opening = (!g.oack.is_empty()).then(|| accept(Op::Get, &g));
@@ -627,7 +620,8 @@ impl TftpServer {
         // The window is what was negotiated (RFC 7440), never the server's udpft limit.
         cfg.window =
             crate::engine::window_for(g.windowsize.min(u32::from(u16::MAX)) as u16, g.blksize);
-        cfg
+        // RFC 7440's rules, both ways: a fixed window, acknowledged at its end.
+        cfg.rfc7440()
     }
 
     /// A datagram from transfer `id`'s client.
