@@ -968,3 +968,61 @@ fn harness_reads_stock_tools_correctly() {
     assert_eq!(g.0.len(), 1, "a mismatch must be reported");
     f.assert_none("the harness against stock servers", cases);
 }
+
+/// Waits up to 20 s for udpftd's log line about `name` (written when the transfer
+/// ends, which may be just after the client exits).
+fn log_line_for(srv: &Server, name: &str) -> Option<String> {
+    let quoted = format!("'{name}'");
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = srv
+            .log()
+            .lines()
+            .find(|l| l.contains(&quoted))
+            .map(String::from);
+        if line.is_some() || Instant::now() >= until {
+            return line;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// atftp reads 1 MiB from udpftd with windowsize 1, 4 and 16 (RFC 7440): byte for byte,
+/// and udpftd's log line names the window it granted. The times and resends are
+/// printed (`--nocapture`), not asserted: a shared machine may be slow.
+#[test]
+fn atftp_reads_windows_from_udpftd() {
+    let root = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let (srv, port) = udpftd(root.path(), &["--max-window", "16"]);
+    let data = content(1 << 20, 77);
+    let mut f = Failures::default();
+    let mut cases = 0;
+    for w in [1u32, 4, 16] {
+        let name = format!("win{w}");
+        fs::write(root.path().join(&name), &data).unwrap();
+        let dst = local.path().join(&name);
+        let o = Opts {
+            windowsize: Some(w),
+            ..Opts::default()
+        };
+        let t = Instant::now();
+        let r = Stock::Atftp.transfer(port, Dir::Get, &name, &dst, &o);
+        let took = t.elapsed();
+        f.check_same(&format!("atftp get windowsize {w}"), &data, &dst, &r);
+        cases += 1;
+        match log_line_for(&srv, &name) {
+            Some(l) if l.contains(&format!("windowsize {w}")) && l.ends_with(": ok") => {
+                eprintln!("atftp get 1 MiB, windowsize {w}: {took:.3?} (udpftd: {l})");
+            }
+            l => f.0.push(format!(
+                "atftp get windowsize {w}: udpftd's log line should name windowsize {w} and \
+                 end in ok: {l:?}"
+            )),
+        }
+    }
+    if !f.0.is_empty() {
+        f.0.push(format!("udpftd's log:\n{}", srv.log()));
+    }
+    f.assert_none("atftp reading windows from udpftd", cases);
+}
