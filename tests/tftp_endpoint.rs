@@ -804,7 +804,7 @@ fn a_windowed_read_through_10_percent_loss_completes_byte_exact() {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        seed % 10 == 0
+        seed.is_multiple_of(10)
     };
     let (mut dropped, mut datas) = (0u32, 0u32);
     let client_timer = Duration::from_millis(50);

@@ -1026,3 +1026,50 @@ fn atftp_reads_windows_from_udpftd() {
     }
     f.assert_none("atftp reading windows from udpftd", cases);
 }
+
+/// tftp-hpa's `in.tftpd` (5.2) does not know `windowsize`: udpft asks for 16 on a get
+/// and a put, the OACK leaves it out, and the transfer runs one block at a time (each
+/// DATA acknowledged on its own, as the trace shows), byte for byte.
+#[test]
+fn udpft_falls_back_to_one_block_against_in_tftpd() {
+    let root = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let data = content(50_000, 5);
+    fs::write(root.path().join("w"), &data).unwrap();
+    let srv = in_tftpd(root.path());
+    let url = format!("tftp://127.0.0.1:{}", srv.port);
+    let dst = local.path().join("w");
+    let dst_s = dst.to_str().unwrap();
+    let mut f = Failures::default();
+    let r = udpft(&["get", &url, "w", dst_s, "--window", "16", "--trace"]);
+    f.check_same("get --window 16 from in.tftpd", &data, &dst, &r);
+    // Stop-and-wait's wording: every block acknowledged as it arrives.
+    for n in [1, 2, 35] {
+        if !r
+            .out
+            .contains(&format!("data #{n} received (1408 B), ack #{n} sent"))
+        {
+            f.0.push(format!("get: block {n} not acknowledged on its own: {r}"));
+        }
+    }
+    let r = udpft(&["put", &url, dst_s, "pw", "--window", "16", "--trace"]);
+    f.check_same_written(
+        "put --window 16 to in.tftpd",
+        &data,
+        &root.path().join("pw"),
+        &r,
+    );
+    for n in [1, 2, 35] {
+        let sent = format!("data #{n} sent");
+        let acked = format!("ack #{n} received");
+        let (Some(s), Some(a)) = (r.out.find(&sent), r.out.find(&acked)) else {
+            f.0.push(format!("put: block {n} not sent and acknowledged: {r}"));
+            continue;
+        };
+        let next = r.out.find(&format!("data #{} sent", n + 1));
+        if !(s < a && next.is_none_or(|x| a < x)) {
+            f.0.push(format!("put: block {} went before ack {n}: {r}", n + 1));
+        }
+    }
+    f.assert_none("windowsize against in.tftpd", 2);
+}
