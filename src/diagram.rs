@@ -282,6 +282,8 @@ impl Diagram {
                     d.event(at, side, e, &mut timer);
                     seen(&mut d, true, packet_label(Kind::Ack, seq), "");
                 }
+                // TFTP's end (a short block): already drawn as received and acked.
+                Event::LastBlock { .. } => d.event(at, side, e, &mut timer),
                 Event::Retried { .. } => {
                     seen(&mut d, false, packet_label(Kind::Retry, 0), "address check");
                     outstanding = None;

@@ -619,7 +619,11 @@ fn f8_command_lines() {
     let h = stdout(&udpft(p, &["--help"]));
     assert!(h.contains("host[:port]") && h.contains("Exit codes"), "{h}");
     let h = stdout(&udpft(p, &["get", "--help"]));
-    assert!(h.contains("<REMOTE>") && h.contains("[LOCAL]") && h.contains("ending in '/'"));
+    // REMOTE is optional on the command line (a tftp:// SERVER may carry it), and
+    // required otherwise: its absence is a usage error.
+    assert!(h.contains("[REMOTE]") && h.contains("[LOCAL]") && h.contains("ending in '/'"));
+    let o = udpft(p, &["get", "127.0.0.1:9"]);
+    assert_code(&o, 2, "get needs REMOTE");
     for bad in ["127.0.0.1:70800", "127.0.0.1:0", "[::1", "::1:x"] {
         let o = udpft(p, &["list", bad]);
         assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));

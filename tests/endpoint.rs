@@ -292,6 +292,98 @@ fn caps_per_address_and_stalled_sessions_give_way() {
     assert_eq!(ep.stats().evicted, 1);
 }
 
+/// Progress means moving data, not just answering: with the server full, a client
+/// that acknowledges one block every 1.5 s (the attack that held every slot under the
+/// 2 s mark) gives way to a newcomer; one that keeps data flowing does not.
+#[test]
+fn a_trickling_client_counts_as_stalled_a_flowing_one_does_not() {
+    let t0 = Instant::now();
+    let mut ep = endpoint(
+        EndpointConfig {
+            max_sessions: 2,
+            max_per_address: 1,
+            ..EndpointConfig::default()
+        },
+        t0,
+    );
+    let (trickle, flow, newcomer) = (
+        addr("192.0.2.1:1"),
+        addr("192.0.2.2:1"),
+        addr("192.0.2.3:1"),
+    );
+    let mut pending: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+    for (from, nonce) in [(trickle, 1), (flow, 2)] {
+        let t = token(&mut ep, t0, from, Op::Get, nonce);
+        ep.handle(t0, from, &request(Op::Get, "f", nonce, Some(t)));
+        for i in ios(&mut ep) {
+            if let IoRequest::Open { ticket, .. } = i {
+                let src = std::io::Cursor::new(vec![1u8; 50_000_000]);
+                ep.io_done(t0, ticket, IoOutcome::Send(Box::new(src), 50_000_000));
+            }
+        }
+        pending.extend(sent(&mut ep, t0));
+    }
+    // Acknowledge what each was sent: the flowing client at once, every 100 ms; the
+    // trickling one only every 1.5 s (its latest packet).
+    let ack = |b: &[u8]| {
+        let d = Datagram::parse(b).unwrap();
+        let mut out = vec![0u8; 64];
+        let n = Datagram {
+            session: d.session,
+            seq: d.seq,
+            message: Message::Ack,
+        }
+        .emit(&mut out)
+        .unwrap();
+        out.truncate(n);
+        out
+    };
+    let mut last_trickle: Option<Vec<u8>> = None;
+    let mut now = t0;
+    for step in 1..=60 {
+        now = t0 + Duration::from_millis(100 * step);
+        for (to, b) in std::mem::take(&mut pending) {
+            if to == flow {
+                ep.handle(now, flow, &ack(&b));
+            } else {
+                last_trickle = Some(b);
+            }
+        }
+        if step % 15 == 0
+            && let Some(b) = last_trickle.take()
+        {
+            ep.handle(now, trickle, &ack(&b));
+        }
+        if ep.poll_timeout().is_some_and(|t| t <= now) {
+            ep.handle_timeout(now);
+        }
+        pending.extend(sent(&mut ep, now));
+    }
+    assert_eq!(ep.running(), 2, "both still running after 6 s");
+    let t = token(&mut ep, now, newcomer, Op::Get, 3);
+    ep.handle(now, newcomer, &request(Op::Get, "f", 3, Some(t)));
+    assert!(
+        matches!(ios(&mut ep)[..], [IoRequest::Open { .. }]),
+        "the newcomer was not admitted"
+    );
+    let out = sent(&mut ep, now);
+    let told = |who: SocketAddr| {
+        out.iter().any(|(to, b)| {
+            *to == who
+                && matches!(
+                    Datagram::parse(b).unwrap().message,
+                    Message::Error {
+                        code: ErrorCode::Aborted,
+                        ..
+                    }
+                )
+        })
+    };
+    assert!(told(trickle), "the trickling client did not give way");
+    assert!(!told(flow), "the flowing client was dropped");
+    assert_eq!(ep.stats().evicted, 1);
+}
+
 /// A session's log line names what happened, and the simulator's transfers use this
 /// same endpoint (tests/sim_transfers.rs): here, one whole get through it, lossless,
 /// shows no resend at all (DONE is answered by WAIT while the client stores).

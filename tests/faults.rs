@@ -325,14 +325,15 @@ fn sim_duplicate_corrupt_and_delay() {
     assert_eq!(o.client_stats.bad_checksum, 1);
     has(&o, "data #2 resent");
 
-    // An ACK held 1 ms more: past the server's timeout, so DATA 1 is resent too early;
-    // the client acknowledges the copy again, and the late ACK 1 is ignored as stale.
-    let (o, cap) = get(&["to-server:ack:2:delay=1ms"]);
+    // An ACK held 1.5 ms more: past the server's timeout (1.2 ms), so DATA 1 is resent
+    // too early; the client acknowledges the copy again, and the late ACK 1 is ignored
+    // as stale.
+    let (o, cap) = get(&["to-server:ack:2:delay=1500us"]);
     ok(&o, &cap);
     let f = hit(&o, Kind::Ack);
     assert_eq!(
         f.deliveries().next().unwrap().after,
-        Duration::from_micros(1_100)
+        Duration::from_micros(1_600)
     );
     has(&o, "server: timeout after");
     has(&o, "data #1 resent");

@@ -58,7 +58,17 @@ struct Args {
     /// Allow a client to stop the server with exit.
     #[arg(long)]
     allow_exit: bool,
-    /// Largest block size granted to a client, in bytes.
+    /// Serve every TFTP transfer from the listening port instead of a new port each
+    /// (RFC 1350's transfer IDs): for NAT and containers, where only that port is
+    /// forwarded. See TFTP.md.
+    #[arg(long, conflicts_with = "no_tftp")]
+    tftp_single_port: bool,
+    /// Do not answer TFTP. By default udpftd answers TFTP read and write requests on
+    /// its --listen port too (told apart from udpft by their first bytes).
+    #[arg(long)]
+    no_tftp: bool,
+    /// Largest block size granted to a client, in bytes (TFTP's blksize too, at most
+    /// 65464).
     #[arg(long, value_name = "BYTES", default_value_t = wire::MAX_BLOCK_SIZE,
           value_parser = clap::value_parser!(u32).range(wire::MIN_BLOCK_SIZE as i64..=wire::MAX_BLOCK_SIZE as i64))]
     max_block_size: u32,
@@ -167,10 +177,12 @@ fn main() -> ExitCode {
             Verbosity::Normal
         },
         trace: a.trace,
+        tftp: !a.no_tftp,
+        tftp_single_port: a.tftp_single_port,
     };
     let quiet = a.quiet;
     let policy = format!(
-        "overwrite {}, {}, delete {}, exit {}, at most {} sessions",
+        "overwrite {}, {}, delete {}, exit {}, at most {} sessions, TFTP {}",
         if opts.overwrite { "on" } else { "off" },
         if opts.read_only {
             "read-only"
@@ -187,7 +199,12 @@ fn main() -> ExitCode {
         } else {
             "disabled"
         },
-        opts.max_sessions
+        opts.max_sessions,
+        match (opts.tftp, opts.tftp_single_port) {
+            (false, _) => "off",
+            (true, false) => "on (a port per transfer)",
+            (true, true) => "on (single port)",
+        }
     );
     let mut server = match Server::bind(opts) {
         Ok(s) => s,

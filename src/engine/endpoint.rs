@@ -30,8 +30,8 @@
 //! - **Bounded.** At most `max_sessions` transfers (and IO operations under way), at most
 //!   `max_per_address` of them from one IP address, and at most
 //!   [`LINGER_FACTOR`] × `max_sessions` sessions in all; when full, sessions that only
-//!   linger give way first, then a transfer that has made no progress for
-//!   [`STALLED`]. A session without progress for the give-up time ends by itself
+//!   linger give way first, then a transfer that has made no progress (moved fewer
+//!   than [`PROGRESS_QUANTUM`] bytes) for [`STALLED`]. A session without progress for the give-up time ends by itself
 //!   (PROTOCOL.md §5.3).
 
 use std::collections::{HashMap, VecDeque};
@@ -44,12 +44,14 @@ use rand::{RngExt, SeedableRng};
 
 use super::codec::{Codec, Udpft};
 use super::frame::{ErrorCode, Frame, Op, Request, SessionId, Token};
+use super::tftp::{Limits, PortRequest, TftpConfig, TftpServer, TftpStats, Via};
 use super::{Config, Event, ServerSession, Sink, Status, TransferError, reject};
 use crate::text::{escape, sanitize};
 use crate::wire::{self, TOKEN_LEN};
 
 /// How long a RETRY's token is good for. Shorter than [`super::server::ANSWER_LINGER`],
-/// so that a replayed delete or exit always finds its answered session.
+/// so that a replayed delete or exit always finds its answered session (which is not
+/// made to give way to new sessions until its token has expired).
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3);
 
 /// All sessions together, lingering ones included, are capped at this many times
@@ -59,6 +61,12 @@ pub const LINGER_FACTOR: usize = 4;
 /// A transfer without progress this long gives way to a new client when the server is
 /// full (whatever it sends meanwhile).
 pub const STALLED: Duration = Duration::from_secs(2);
+
+/// What counts as progress for [`STALLED`]: this many more bytes moved (or the end of
+/// the stream). A client that acknowledges a tiny block now and then (8 bytes every
+/// 1.5 s held every slot) is stalled; one slower than 8 KiB/s gives way only while the
+/// server is full.
+pub const PROGRESS_QUANTUM: u64 = 16 * 1024;
 
 /// After an exit was answered or a stop began, once no transfer runs any more, how long
 /// the endpoint stays up for sessions that only linger.
@@ -86,6 +94,14 @@ pub struct EndpointConfig {
     /// Keep a record of every session that ended, for [`ServerEndpoint::poll_ended`]
     /// (tests and the simulator; a server would only grow it).
     pub keep_outcomes: bool,
+    /// Answer TFTP on the same port (TFTP.md): requests are told from udpft's by their
+    /// first two bytes.
+    pub tftp: bool,
+    /// Serve every TFTP transfer from the listening port instead of one port each.
+    pub tftp_single_port: bool,
+    /// The largest TFTP `windowsize` granted to a write (a read is granted 1: TFTP.md
+    /// "Not yet").
+    pub tftp_max_window: u32,
 }
 
 /// How a session ended (with [`EndpointConfig::keep_outcomes`]).
@@ -114,6 +130,9 @@ impl Default for EndpointConfig {
             seed: None,
             log_rtt: false,
             keep_outcomes: false,
+            tftp: true,
+            tftp_single_port: false,
+            tftp_max_window: 1,
         }
     }
 }
@@ -224,6 +243,7 @@ struct Entry {
     logged: bool,
     /// A commit handed to the driver and not yet reported.
     committing: bool,
+    /// The bytes moved when progress was last counted ([`PROGRESS_QUANTUM`]), and when.
     last_bytes: u64,
     last_progress: Instant,
 }
@@ -263,6 +283,8 @@ pub struct ServerEndpoint {
     idle_since: Option<Instant>,
     stats: EndpointStats,
     scratch: Vec<u8>,
+    /// The TFTP side of the front door (TFTP.md §3); admission stays here.
+    tftp: TftpServer,
 }
 
 impl ServerEndpoint {
@@ -272,7 +294,18 @@ impl ServerEndpoint {
             None => rand::rngs::StdRng::from_rng(&mut rand::rng()),
         };
         let key = (rng.random(), rng.random());
+        let tftp = TftpServer::new(TftpConfig {
+            single_port: cfg.tftp_single_port,
+            limits: Limits {
+                max_blksize: cfg.session.block_size,
+                max_window: cfg.tftp_max_window,
+            },
+            read_only: cfg.read_only,
+            overwrite: cfg.overwrite,
+            session: cfg.session,
+        });
         ServerEndpoint {
+            tftp,
             cfg,
             epoch: now,
             key,
@@ -360,7 +393,8 @@ impl ServerEndpoint {
     /// Transfers under way: running sessions (not answered, not lingering) and file
     /// operations not yet finished.
     pub fn running(&self) -> usize {
-        self.pending.len()
+        self.tftp.running()
+            + self.pending.len()
             + self
                 .sessions
                 .values()
@@ -369,7 +403,8 @@ impl ServerEndpoint {
     }
 
     fn running_from(&self, ip: std::net::IpAddr) -> usize {
-        self.pending.values().filter(|p| p.peer.ip() == ip).count()
+        self.tftp.running_from(ip)
+            + self.pending.values().filter(|p| p.peer.ip() == ip).count()
             + self
                 .sessions
                 .values()
@@ -381,6 +416,10 @@ impl ServerEndpoint {
 
     /// Feeds in one datagram that reached the server's port from `from`.
     pub fn handle(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        // A TFTP datagram starts with a 0 byte, a udpft one never does (PROTOCOL.md §2).
+        if self.cfg.tftp && crate::wire::tftp::is_tftp(bytes) {
+            return self.handle_tftp(now, Via::Listen, from, bytes);
+        }
         let (session, f) = match Udpft.decode(bytes, 0) {
             Ok(d) => d,
             Err(e) => {
@@ -429,6 +468,71 @@ impl ServerEndpoint {
         self.request(now, from, session, &req, bytes.len());
     }
 
+    /// Feeds in one TFTP datagram: at the listening port (`Via::Listen`, which
+    /// [`ServerEndpoint::handle`] dispatches here by its first bytes) or at a
+    /// transfer's own port. A new request is admitted here, by the same rules as
+    /// udpft's (shutting down, session caps, per-address limits).
+    pub fn handle_tftp(&mut self, now: Instant, via: Via, from: SocketAddr, bytes: &[u8]) {
+        let Some(req) = self.tftp.handle(now, via, from, bytes) else {
+            return;
+        };
+        if self.mode != Mode::Accepting {
+            self.stats.refused += 1;
+            return self
+                .tftp
+                .refuse(req, ErrorCode::Busy, "server is shutting down");
+        }
+        if !self.make_room(now, from) {
+            self.stats.refused += 1;
+            let msg = format!(
+                "server busy: at most {} transfers at once ({} from one address); try again later",
+                self.cfg.max_sessions, self.cfg.max_per_address
+            );
+            return self.tftp.refuse(req, ErrorCode::Busy, &msg);
+        }
+        let id = loop {
+            let id: u64 = self.rng.random();
+            if id != 0
+                && !self.sessions.contains_key(&id)
+                && !self.pending.contains_key(&id)
+                && !self.tftp.owns(id)
+            {
+                break id;
+            }
+        };
+        self.stats.sessions += 1;
+        self.tftp.start(now, id, req);
+    }
+
+    /// The next TFTP datagram to send: which socket, to whom, its length in `buf`.
+    pub fn poll_transmit_tftp(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<(Via, SocketAddr, usize)> {
+        self.tftp.poll_transmit(now, buf)
+    }
+
+    /// The next TFTP transfer socket to open or close (not in single-port mode).
+    pub fn poll_tftp_port(&mut self) -> Option<PortRequest> {
+        self.tftp.poll_port()
+    }
+
+    /// A TFTP transfer's socket is open.
+    pub fn tftp_port_ready(&mut self, id: SessionId) {
+        self.tftp.port_ready(id);
+    }
+
+    /// A TFTP transfer's socket could not be opened: the transfer ends.
+    pub fn tftp_port_failed(&mut self, now: Instant, id: SessionId, error: &str) {
+        self.tftp.port_failed(now, id, error);
+    }
+
+    /// Counters of the TFTP side.
+    pub fn tftp_stats(&self) -> TftpStats {
+        self.tftp.stats()
+    }
+
     fn refuse(
         &mut self,
         from: SocketAddr,
@@ -448,8 +552,8 @@ impl ServerEndpoint {
             format!(
                 "{from} {} '{}': refused ({code}): {}",
                 req.op.name(),
-                escape(req.name),
-                sanitize(message)
+                clip(&escape(req.name), LOG_NAME),
+                clip(&sanitize(message), LOG_NAME)
             ),
         );
     }
@@ -519,7 +623,7 @@ impl ServerEndpoint {
             peer: from,
             nonce,
             op: req.op,
-            path: escape(req.name).into_owned(),
+            path: clip(&escape(req.name), LOG_NAME),
             request_len: len,
             block_size,
             window: super::window_for(req.window.min(self.cfg.session.window), block_size),
@@ -573,15 +677,28 @@ impl ServerEndpoint {
             return false;
         }
         let total_cap = self.cfg.max_sessions.saturating_mul(LINGER_FACTOR);
-        while self.sessions.len() + self.pending.len() >= total_cap {
+        while self.sessions.len() + self.pending.len() + self.tftp.len() >= total_cap {
+            // An answered delete or exit stays while its token may still be valid
+            // (issued before the session started; ages counted in whole ms, hence
+            // the 1 ms): dropped sooner, a replay of its REQUEST would find no answer
+            // and act again.
             let lingering = self
                 .sessions
                 .iter()
-                .filter(|(_, e)| !e.committing && (e.answered || *e.s.status() != Status::Running))
+                .filter(|(_, e)| {
+                    !e.committing
+                        && if e.answered {
+                            now.saturating_duration_since(e.started)
+                                > TOKEN_LIFETIME + Duration::from_millis(1)
+                        } else {
+                            *e.s.status() != Status::Running
+                        }
+                })
                 .min_by_key(|(_, e)| e.started)
                 .map(|(id, _)| *id);
             match lingering {
                 Some(id) => self.remove(id, now),
+                None if self.tftp.evict_lingering() => {}
                 None => break,
             }
         }
@@ -614,11 +731,14 @@ impl ServerEndpoint {
             }
         }
         self.running() < self.cfg.max_sessions
-            && self.sessions.len() + self.pending.len() < total_cap
+            && self.sessions.len() + self.pending.len() + self.tftp.len() < total_cap
     }
 
     /// The outcome of the file operation `ticket` (an [`IoRequest`]).
     pub fn io_done(&mut self, now: Instant, ticket: SessionId, outcome: IoOutcome) {
+        if self.tftp.owns(ticket) {
+            return self.tftp.io_done(now, ticket, outcome);
+        }
         if let IoOutcome::Ready = outcome {
             if let Some(e) = self.sessions.get_mut(&ticket) {
                 e.s.io_ready();
@@ -683,7 +803,7 @@ impl ServerEndpoint {
                         p.peer,
                         p.op.name(),
                         p.path,
-                        sanitize(&message)
+                        clip(&sanitize(&message), LOG_MESSAGE)
                     ),
                 );
                 return;
@@ -735,7 +855,9 @@ impl ServerEndpoint {
             return;
         };
         let bytes = e.s.stats().bytes;
-        if bytes != e.last_bytes {
+        if bytes >= e.last_bytes + PROGRESS_QUANTUM
+            || (bytes != e.last_bytes && *e.s.status() != Status::Running)
+        {
             e.last_bytes = bytes;
             e.last_progress = now;
         }
@@ -805,9 +927,11 @@ impl ServerEndpoint {
             }
             self.dirty.push_back(id);
         }
+        self.tftp.handle_timeout(now);
         if let Mode::Stopping(until) = self.mode
             && now >= until
         {
+            self.tftp.abort_all("the server is shutting down");
             let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
             for id in ids {
                 if let Some(e) = self.sessions.get_mut(&id) {
@@ -855,7 +979,7 @@ impl ServerEndpoint {
 
     /// Whether sessions or file operations are still under way (lingering included).
     pub fn is_idle(&self) -> bool {
-        self.sessions.is_empty() && self.pending.is_empty()
+        self.sessions.is_empty() && self.pending.is_empty() && self.tftp.is_empty()
     }
 
     /// Whether file operations are waiting for [`ServerEndpoint::poll_io`].
@@ -865,17 +989,17 @@ impl ServerEndpoint {
 
     /// The next file operation for the driver.
     pub fn poll_io(&mut self) -> Option<IoRequest> {
-        self.io.pop_front()
+        self.io.pop_front().or_else(|| self.tftp.poll_io())
     }
 
     /// The next log line, with its level.
     pub fn poll_log(&mut self) -> Option<LogLine> {
-        self.logs.pop_front()
+        self.logs.pop_front().or_else(|| self.tftp.poll_log())
     }
 
     /// The next trace event (with [`Config::trace`] in the session settings).
     pub fn poll_event(&mut self) -> Option<(SocketAddr, SessionId, Event)> {
-        self.events.pop_front()
+        self.events.pop_front().or_else(|| self.tftp.poll_event())
     }
 
     /// When [`ServerEndpoint::handle_timeout`] should next be called.
@@ -884,6 +1008,7 @@ impl ServerEndpoint {
             .sessions
             .values()
             .filter_map(|e| e.s.poll_timeout())
+            .chain(self.tftp.poll_timeout())
             .min();
         if let Mode::Stopping(until) = self.mode {
             t = Some(t.map_or(until, |t| t.min(until)));
@@ -919,13 +1044,16 @@ impl ServerEndpoint {
         if self.mode == Mode::Accepting {
             return false;
         }
-        if self.running() > 0 || self.sessions.values().any(|e| e.committing) {
+        if self.running() > 0
+            || self.sessions.values().any(|e| e.committing)
+            || self.tftp.committing()
+        {
             self.idle_since = None;
             return matches!(self.mode, Mode::Stopping(until) if now >= until)
                 && self.pending.is_empty();
         }
         let since = *self.idle_since.get_or_insert(now);
-        let done = self.sessions.is_empty() || now >= since + EXIT_LINGER;
+        let done = (self.sessions.is_empty() && self.tftp.is_empty()) || now >= since + EXIT_LINGER;
         if done && self.mode == Mode::Exiting {
             self.log(LogLevel::Normal, "exiting as asked by a client".to_string());
         }
@@ -938,6 +1066,26 @@ impl ServerEndpoint {
         for id in ids {
             self.remove(id, now);
         }
+        self.tftp.close(now);
+    }
+}
+
+/// The most characters of a name (escaped) that a log line shows, and of a message a
+/// refusal before the address check gives: such a line is then shorter than the
+/// smallest REQUEST (256 bytes) that can cause it, so a flood of spoofed requests cannot
+/// make the log grow faster than the flood does (a name of 1,024 control characters,
+/// escaped, is 4 KiB).
+const LOG_NAME: usize = 96;
+
+/// The most characters of a message a client's text can reach a log line through
+/// (a refusal quoting its name; its ERROR) once its address is proven.
+const LOG_MESSAGE: usize = 2 * LOG_NAME;
+
+/// `text` cut to `most` characters, marked with `…` if cut.
+fn clip(text: &str, most: usize) -> String {
+    match text.char_indices().nth(most) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
     }
 }
 
@@ -954,6 +1102,10 @@ fn session_line(e: &Entry, now: Instant, log_rtt: bool) -> String {
         // it only lingers briefly, so say what is known rather than "failed".
         Status::Failed(err @ TransferError::NoAnswer { .. }) if e.s.data_acknowledged() => {
             format!("unconfirmed: every block was acknowledged, but not DONE ({err})")
+        }
+        // The peer's own words: held to a length, as a refusal's are.
+        Status::Failed(err @ TransferError::Remote { .. }) => {
+            format!("failed: {}", clip(&err.to_string(), LOG_MESSAGE))
         }
         Status::Failed(err) => format!("failed: {}", sanitize(&err.to_string())),
         Status::Running => "unfinished".to_string(),

@@ -52,6 +52,9 @@ pub enum Event {
     /// DONE arrived and its length and CRC32 match what was received; the data is
     /// stored and DONE acknowledged.
     Verified { length: u64, crc: u32 },
+    /// A stream that ends with a short block (TFTP: no DONE, no CRC) ended with block
+    /// `seq`; its `length` bytes are stored and the block acknowledged.
+    LastBlock { seq: Seq, length: u64 },
     /// DONE was verified but storing the data takes a while: WAIT went out, so the
     /// sender does not resend DONE meanwhile (PROTOCOL.md §4.4).
     Storing { seq: Seq },
@@ -216,6 +219,10 @@ impl fmt::Display for Event {
                     "done received, length {length} and CRC32 {crc:08x} verified, ack sent"
                 )
             }
+            Event::LastBlock { seq, length } => write!(
+                f,
+                "last block #{seq} received (short block): {length} B stored, ack #{seq} sent (transfer complete)"
+            ),
             Event::Failed(e) => write!(f, "transfer failed: {e}"),
         }
     }

@@ -33,6 +33,7 @@ pub mod frame;
 mod receiver;
 mod sender;
 mod server;
+pub mod tftp;
 mod window;
 
 use std::io;
@@ -92,6 +93,29 @@ pub struct Config {
     /// How long a receiver with a window above 1 may hold back an acknowledgement
     /// while more blocks may follow (PROTOCOL.md §4.5).
     pub ack_delay: Duration,
+    /// RFC 7440's sender: the window is always the one granted (no slow start, no
+    /// decrease on loss: RFC 7440 has no congestion control), and a timeout resends
+    /// everything unacknowledged from the first unacknowledged packet on (go-back-N).
+    /// Off for udpft (PROTOCOL.md §4.5); on for a TFTP stream.
+    pub fixed_window: bool,
+    /// RFC 7440's receiver (§4): in-order blocks are acknowledged only at a window's
+    /// end (every `window` blocks), on a gap (the last in-order block, once), at the
+    /// end of the stream, and when no block came for a retransmission timeout; never
+    /// after [`Config::ack_delay`]. Off for udpft (PROTOCOL.md §4.5); on for a TFTP
+    /// stream.
+    pub ack_per_window: bool,
+}
+
+impl Config {
+    /// These settings with RFC 7440's window rules for both halves of a stream
+    /// ([`Config::fixed_window`], [`Config::ack_per_window`]): what a TFTP stream runs.
+    pub fn rfc7440(self) -> Self {
+        Config {
+            fixed_window: true,
+            ack_per_window: true,
+            ..self
+        }
+    }
 }
 
 impl Default for Config {
@@ -104,6 +128,8 @@ impl Default for Config {
             trace: false,
             window: 1,
             ack_delay: DEFAULT_ACK_DELAY,
+            fixed_window: false,
+            ack_per_window: false,
         }
     }
 }

@@ -59,7 +59,10 @@ enum Taken {
 /// a timer; with a window *W* above 1, blocks up to *W* − 1 ahead of the next expected
 /// one are kept (memory: *W* blocks, allocated at the start) and acknowledged
 /// selectively, and in-order blocks are acknowledged every ⌈*W*/4⌉, or after
-/// [`Config::ack_delay`] at the latest. Acknowledgements are cumulative.
+/// [`Config::ack_delay`] at the latest. Acknowledgements are cumulative. With
+/// [`Config::ack_per_window`] (RFC 7440 §4) in-order blocks are acknowledged only every
+/// *W*, at the first block past a gap, at the end, and when no block came for a
+/// retransmission timeout.
 pub struct Receiver<C: Codec = Udpft> {
     codec: C,
     session: SessionId,
@@ -77,6 +80,8 @@ pub struct Receiver<C: Codec = Udpft> {
     /// Blocks kept ahead since the last acknowledgement (0: none yet, so the next one
     /// is acknowledged at once).
     ahead_unacked: u64,
+    /// RFC 7440's acknowledgements ([`Config::ack_per_window`]).
+    per_window: bool,
     /// What acknowledges packet 0: ack 0 (a client's get) or the ACCEPT (a server's put).
     opening: Option<Accept>,
     expected: Seq,
@@ -164,9 +169,14 @@ impl<C: Codec> Receiver<C> {
             cfg,
             block,
             window,
-            ack_every: window.div_ceil(4),
+            ack_every: if cfg.ack_per_window {
+                window
+            } else {
+                window.div_ceil(4)
+            },
             sack_every: window.div_ceil(16),
             ahead_unacked: 0,
+            per_window: cfg.ack_per_window && window > 1,
             opening: match opening {
                 OpeningAck::Accept(a) => Some(a),
                 _ => None,
@@ -245,11 +255,16 @@ impl<C: Codec> Receiver<C> {
             .codec
             .encode(self.session, &frame, &mut self.reply)
             .ok();
+        let window_end = self.unacked >= self.ack_every;
         self.unacked = 0;
         // Blocks already kept count as past the gap: the next one waits its turn.
         self.ahead_unacked = u64::from(self.ahead_count > 0);
         self.ack_at = None;
-        if self.window > 1 {
+        // In a sliding window the next block does not wait for this ack: no round trip
+        // to time. An RFC 7440 sender waits for a window's last ack: the next block's
+        // arrival times it (for the timer that acknowledges a window cut short).
+        if self.window > 1 && !(self.per_window && window_end) {
+            self.newest_ack = None;
             return;
         }
         if fresh {
@@ -287,14 +302,18 @@ impl<C: Codec> Receiver<C> {
     /// success DONE is acknowledged (and the receiver lingers), on failure the sender
     /// is told. Ignored unless committing.
     pub fn commit_done(&mut self, now: Instant, result: std::io::Result<()>) {
-        let Phase::Committing { .. } = self.phase else {
+        let Phase::Committing { seq } = self.phase else {
             return;
         };
         if let Err(e) = result {
             return self.fail(TransferError::io("storing the received file", &e), true);
         }
         if let Some((length, crc)) = self.verified {
-            self.trace(Event::Verified { length, crc });
+            // A short block carries no length or CRC to verify (TFTP): say what it did.
+            self.trace(match self.codec.stream_end() {
+                StreamEnd::Explicit => Event::Verified { length, crc },
+                StreamEnd::ShortBlock => Event::LastBlock { seq, length },
+            });
         }
         self.status = Status::Complete;
         self.phase = Phase::Lingering {
@@ -380,6 +399,10 @@ impl<C: Codec> Receiver<C> {
                         || self.unacked >= self.ack_every
                     {
                         self.queue_ack(now, true);
+                    } else if self.per_window {
+                        // RFC 7440: the rest of the window is expected; only a silence
+                        // of a retransmission timeout says it was lost.
+                        self.ack_at = Some(now + self.rto.rto());
                     } else if self.ack_at.is_none() {
                         self.ack_at = Some(now + self.cfg.ack_delay);
                     }
@@ -405,10 +428,17 @@ impl<C: Codec> Receiver<C> {
                     len: payload.len(),
                     expected: self.expected,
                 });
-                // A gap: say what arrived, so the sender repairs only the hole — at once
-                // for the first block past it since the last ack, then every few (each
-                // ACK costs both sides a packet's work), or after the ack delay.
-                if self.ahead_unacked == 0 || self.ahead_unacked + 1 >= self.sack_every {
+                if self.per_window {
+                    // RFC 7440: the last in-order block, once per gap (each copy would
+                    // be one more go-back for the sender).
+                    if self.ahead_count == 1 {
+                        self.queue_ack(now, false);
+                    }
+                } else if self.ahead_unacked == 0 || self.ahead_unacked + 1 >= self.sack_every {
+                    // A gap: say what arrived, so the sender repairs only the hole — at
+                    // once for the first block past it since the last ack, then every
+                    // few (each ACK costs both sides a packet's work), or after the ack
+                    // delay.
                     self.queue_ack(now, false);
                 } else {
                     self.ahead_unacked += 1;

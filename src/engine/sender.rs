@@ -69,6 +69,11 @@ pub struct Sender<C: Codec = Udpft> {
     /// When the last new acknowledgement came (or the sender started): the give-up
     /// time counts from here.
     last_progress: Option<Instant>,
+    /// When waiting for a receiver that answered WAIT ends, set by its first WAIT: the
+    /// probes and the WAITs that answer them do not move it.
+    wait_until: Option<Instant>,
+    /// A probe of DONE is due while waiting (sent once by `poll_transmit`).
+    probing: bool,
     /// An ERROR to send once, telling the peer why this side stopped.
     error: Vec<u8>,
     error_out: Option<usize>,
@@ -113,6 +118,11 @@ impl<C: Codec> Sender<C> {
         let stride = codec.overhead() + block.max(MIN_PACKET_ROOM);
         let error = vec![0; codec.overhead() + 2 + codec.max_message_len()];
         let first = if opening.is_some() { 0 } else { 1 };
+        let slots = window as usize;
+        let mut window = SendWindow::new(window, first);
+        if cfg.fixed_window {
+            window.set_fixed();
+        }
         let mut s = Sender {
             codec,
             session,
@@ -120,9 +130,9 @@ impl<C: Codec> Sender<C> {
             source,
             cfg,
             block,
-            bufs: vec![0; stride * window as usize],
+            bufs: vec![0; stride * slots],
             stride,
-            window: SendWindow::new(window, first),
+            window,
             end: None,
             phase: Phase::Streaming,
             rto,
@@ -132,6 +142,8 @@ impl<C: Codec> Sender<C> {
             starved: false,
             crc: crc32fast::Hasher::new(),
             last_progress: None,
+            wait_until: None,
+            probing: false,
             error,
             error_out: None,
             status: Status::Running,
@@ -327,13 +339,15 @@ impl<C: Codec> Sender<C> {
                     }
                     _ => None,
                 };
-                let until = match self.phase {
-                    Phase::Waiting { until, .. } => until,
-                    _ => {
-                        self.trace(Event::Waiting { seq, rtt });
-                        now + self.cfg.give_up.saturating_mul(MAX_WAIT_FACTOR)
-                    }
-                };
+                if !matches!(self.phase, Phase::Waiting { .. }) {
+                    self.trace(Event::Waiting { seq, rtt });
+                }
+                // Counted from the first WAIT: a WAIT that answers a probe must not
+                // start the count again, or a receiver that always answers WAIT would
+                // be waited for without end.
+                let until = *self
+                    .wait_until
+                    .get_or_insert(now + self.cfg.give_up.saturating_mul(MAX_WAIT_FACTOR));
                 self.last_progress = Some(now);
                 self.phase = Phase::Waiting {
                     probe_at: now + self.cfg.rto.max,
@@ -402,12 +416,31 @@ impl<C: Codec> Sender<C> {
                     true,
                 );
             }
+            let silent_since = self.last_progress.unwrap_or(now);
+            if now >= silent_since + self.cfg.give_up {
+                let tries = self.end.map_or(0, |e| self.window.tries(e));
+                return self.fail(
+                    TransferError::NoAnswer {
+                        peer: self.peer,
+                        tries,
+                        over: now.saturating_duration_since(silent_since),
+                    },
+                    true,
+                );
+            }
             if now >= probe_at
                 && let Some(end) = self.end
             {
-                // Ask again whether it is stored: DONE once more, on its own timer.
+                // Ask again whether it is stored: DONE once, and again only a ceiling
+                // later. A receiver busy storing may not answer at once (a client
+                // syncs on the thread that answers); resending on the ordinary timer
+                // would be the very resends WAIT exists to stop.
                 self.window.probe(end, self.cfg.rto.max);
-                self.phase = Phase::Streaming;
+                self.probing = true;
+                self.phase = Phase::Waiting {
+                    probe_at: now + self.cfg.rto.max,
+                    until,
+                };
             }
             return;
         }
@@ -436,8 +469,11 @@ impl<C: Codec> Sender<C> {
         if let Some(len) = self.error_out.take() {
             return Some(&self.error[..len]);
         }
-        if matches!(self.phase, Phase::Over | Phase::Waiting { .. }) {
-            return None;
+        match self.phase {
+            Phase::Over => return None,
+            // Waiting: only the probe goes out (the window's own timer is not run).
+            Phase::Waiting { .. } if !std::mem::take(&mut self.probing) => return None,
+            _ => {}
         }
         let (seq, why) = self.window.next_to_send()?;
         self.window.on_transmit(seq, now, &self.rto);
@@ -476,7 +512,10 @@ impl<C: Codec> Sender<C> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
             Phase::Over => None,
-            Phase::Waiting { probe_at, until } => Some(probe_at.min(until)),
+            Phase::Waiting { probe_at, until } => {
+                let silent = self.last_progress.map_or(until, |t| t + self.cfg.give_up);
+                Some(probe_at.min(until).min(silent))
+            }
             _ => self.window.deadline(),
         }
     }
@@ -546,6 +585,51 @@ fn fill(src: &mut dyn Read, buf: &mut [u8]) -> (usize, io::Result<()>) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A lost probe is followed by another one RTO ceiling later (found by the lossy
+    /// end-to-end test: a put whose only probe was lost went silent until it gave up).
+    #[test]
+    fn a_lost_probe_is_followed_by_another() {
+        let peer = "127.0.0.1:9".parse().unwrap();
+        let cfg = Config {
+            block_size: 4,
+            ..Config::default()
+        };
+        let t0 = Instant::now();
+        let mut s = Sender::new(
+            7,
+            peer,
+            Box::new(std::io::Cursor::new(b"ab".to_vec())),
+            cfg,
+            RtoEstimator::new(cfg.rto),
+            None,
+        );
+        let answer = |s: &mut Sender, at: Instant, f: Frame| {
+            let mut b = [0u8; 64];
+            let n = Udpft.encode(7, &f, &mut b).unwrap();
+            s.handle_datagram(at, &b[..n]);
+        };
+        let ack = |seq| Frame::Ack {
+            seq,
+            sack: crate::engine::frame::Sack::NONE,
+        };
+        assert!(s.poll_transmit(t0).is_some()); // DATA 1
+        answer(&mut s, t0, ack(1));
+        assert!(s.poll_transmit(t0).is_some()); // DONE 2
+        answer(&mut s, t0, Frame::Wait { seq: 2 });
+        let mut probes = 0;
+        let mut now = t0;
+        for _ in 0..3 {
+            now = s.poll_timeout().unwrap();
+            s.handle_timeout(now);
+            while s.poll_transmit(now).is_some() {
+                probes += 1;
+            }
+        }
+        assert_eq!(probes, 3, "one probe per ceiling, lost or not");
+        assert!(now >= t0 + cfg.rto.max * 3);
+        assert_eq!(*s.status(), Status::Running);
+    }
 
     /// WAIT stops DONE's resends: the sender only probes once per RTO ceiling, and
     /// closes on the ACK that follows (no round-trip sample from it).

@@ -32,6 +32,11 @@
 //!   (rather than once per window, as TCP) is what tells random loss from congestion:
 //!   a few random losses per window cost a few percent, while a queue that overflows
 //!   loses everything above its capacity and the window falls to what fits.
+//! - **A fixed window** ([`SendWindow::set_fixed`], RFC 7440 for TFTP): `cwnd` is *W*
+//!   from the start and never changes. Repairs and duplicate ACKs are handled as above;
+//!   a timeout resends every unacknowledged packet in order from the first
+//!   (go-back-N), not just the oldest, which is what an RFC 7440 receiver expects: it
+//!   keeps no block past a gap and acknowledges the last one it has in order.
 
 use std::time::{Duration, Instant};
 
@@ -162,6 +167,8 @@ pub(crate) struct SendWindow {
     deadline: Option<Instant>,
     cwnd: f64,
     ssthresh: f64,
+    /// `cwnd` is the capacity, always (RFC 7440: no congestion control).
+    fixed: bool,
 }
 
 impl SendWindow {
@@ -181,6 +188,7 @@ impl SendWindow {
             deadline: None,
             cwnd: 1.0,
             ssthresh: 1.0,
+            fixed: false,
         };
         w.reset(first);
         w
@@ -196,8 +204,19 @@ impl SendWindow {
         self.lost = 0;
         self.rack = None;
         self.deadline = None;
-        self.cwnd = (self.cap as f64).min(INITIAL_CWND);
+        self.cwnd = if self.fixed {
+            self.cap as f64
+        } else {
+            (self.cap as f64).min(INITIAL_CWND)
+        };
         self.ssthresh = self.cap as f64;
+    }
+
+    /// Fixes the congestion window at the capacity for good: no slow start, no
+    /// decrease (RFC 7440's window, which has no congestion control).
+    pub fn set_fixed(&mut self) {
+        self.fixed = true;
+        self.cwnd = self.cap as f64;
     }
 
     fn idx(&self, seq: Seq) -> usize {
@@ -424,6 +443,9 @@ impl SendWindow {
 
     /// Opens the congestion window for `delivered` packets newly acknowledged.
     fn grow(&mut self, delivered: u64) {
+        if self.fixed {
+            return;
+        }
         for _ in 0..delivered {
             if self.cwnd < self.ssthresh {
                 self.cwnd += 1.0;
@@ -450,8 +472,10 @@ impl SendWindow {
                 self.slot_mut(seq).state = State::Lost(Resend::Repair);
                 self.in_flight -= 1;
                 self.lost += 1;
-                self.cwnd = (self.cwnd * (1.0 - DECREASE)).max(1.0);
-                self.ssthresh = self.cwnd;
+                if !self.fixed {
+                    self.cwnd = (self.cwnd * (1.0 - DECREASE)).max(1.0);
+                    self.ssthresh = self.cwnd;
+                }
             }
         }
     }
@@ -479,16 +503,21 @@ impl SendWindow {
         // The oldest packet in flight goes again (RFC 6298 §5.4). The others are not
         // presumed lost: a stall (a descheduled peer) loses nothing, and if they were
         // lost, the acknowledgement of this resend shows it and they are repaired then.
-        if let Some(seq) =
-            (self.una..self.next_unsent).find(|&q| self.slot(q).state == State::InFlight)
-        {
+        // A fixed window (RFC 7440) goes back to the first unacknowledged block and
+        // sends the whole window again, as its receiver expects.
+        for seq in self.una..self.next_unsent {
             let s = *self.slot(seq);
-            let after = now.saturating_duration_since(s.sent_at.unwrap_or(first));
-            self.slot_mut(seq).state = State::Lost(Resend::Timeout { after });
-            self.in_flight -= 1;
-            self.lost += 1;
+            if s.state == State::InFlight {
+                let after = now.saturating_duration_since(s.sent_at.unwrap_or(first));
+                self.slot_mut(seq).state = State::Lost(Resend::Timeout { after });
+                self.in_flight -= 1;
+                self.lost += 1;
+                if !self.fixed {
+                    break;
+                }
+            }
         }
-        if self.cap > 1 {
+        if self.cap > 1 && !self.fixed {
             self.cwnd = (self.cwnd / 2.0).max(1.0);
             self.ssthresh = self.cwnd.max(2.0);
         }
@@ -536,13 +565,19 @@ impl SendWindow {
         (bytes, rtt)
     }
 
-    /// Sends a held end packet again, as a probe of a receiver that is storing.
+    /// Sends a held end packet again, as a probe of a receiver that is storing (also
+    /// when the last probe is still unanswered: probes run on the caller's timer).
     pub fn probe(&mut self, seq: Seq, after: Duration) {
-        let s = self.slot_mut(seq);
-        if s.state == State::Held {
-            s.state = State::Lost(Resend::Timeout { after });
-            self.lost += 1;
+        match self.slot(seq).state {
+            State::Held => {}
+            State::InFlight => {
+                self.in_flight -= 1;
+                self.deadline = (self.in_flight > 0).then_some(self.deadline).flatten();
+            }
+            _ => return,
         }
+        self.slot_mut(seq).state = State::Lost(Resend::Timeout { after });
+        self.lost += 1;
     }
 }
 
@@ -623,6 +658,44 @@ mod tests {
         assert_eq!(w.next_seq(), 17);
         // The congestion window starts at 10.
         assert_eq!(send_all(&mut w, t0, &r).len(), 10);
+    }
+
+    /// A fixed window (RFC 7440) sends all *W* at once, keeps *W* through a timeout,
+    /// and the timeout resends everything unacknowledged from the first on, in order.
+    #[test]
+    fn a_fixed_window_goes_back_n_on_a_timeout_and_never_shrinks() {
+        let t0 = Instant::now();
+        let mut r = rto();
+        let mut w = SendWindow::new(16, 1);
+        w.set_fixed();
+        while w.has_room() {
+            w.push(Kind::Data, 10, 10);
+        }
+        assert_eq!(send_all(&mut w, t0, &r).len(), 16, "no slow start");
+        // The receiver had 1 to 4 in order (5 lost): it acknowledges 4.
+        let t1 = t0 + Duration::from_micros(300);
+        assert!(matches!(
+            w.on_ack(t1, 4, &Sack::NONE, &mut r),
+            Acked::Progress { advanced: true, .. }
+        ));
+        while w.has_room() {
+            w.push(Kind::Data, 10, 10);
+        }
+        assert_eq!(
+            send_all(&mut w, t1, &r),
+            (17..=20).map(|s| (s, None)).collect::<Vec<_>>()
+        );
+        // Copies of ack 4 change nothing (never resend on a duplicate ACK).
+        assert_eq!(w.on_ack(t1, 4, &Sack::NONE, &mut r), Acked::Stale);
+        assert!(send_all(&mut w, t1, &r).is_empty());
+        let at = w.deadline().unwrap();
+        assert!(matches!(
+            w.expire(at, &mut r, at + Duration::from_secs(30)),
+            Expiry::Resend { .. }
+        ));
+        let again: Vec<Seq> = send_all(&mut w, at, &r).iter().map(|p| p.0).collect();
+        assert_eq!(again, (5..=20).collect::<Vec<_>>(), "go-back-N from 5");
+        assert_eq!(w.cwnd(), 16.0);
     }
 
     #[test]

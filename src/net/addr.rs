@@ -76,6 +76,81 @@ pub fn resolve(s: &str) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("'{host}' has no address")))
 }
 
+/// The TFTP port (RFC 1350), the default of a `tftp://` address.
+pub const TFTP_PORT: u16 = 69;
+
+/// A server written as a TFTP URL: `tftp://HOST[:PORT][/PATH]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TftpUrl {
+    /// The host, without brackets.
+    pub host: String,
+    /// The port: 69 unless given.
+    pub port: u16,
+    /// The path after the host, percent-decoded, without its leading `/`; `None` if
+    /// there is none (or it is empty).
+    pub path: Option<String>,
+}
+
+/// Reads `s` as a TFTP URL: `None` if it does not start with `tftp://` (any case),
+/// otherwise the address or why it is not one. The host is a name, an IPv4 address or
+/// an IPv6 address in brackets (`tftp://[::1]:6969`); `%XX` in the path is decoded.
+pub fn parse_tftp_url(s: &str) -> Option<Result<TftpUrl, String>> {
+    let t = s.trim();
+    let rest = t
+        .get(..7)
+        .filter(|p| p.eq_ignore_ascii_case("tftp://"))
+        .map(|_| &t[7..])?;
+    Some(tftp_url(t, rest))
+}
+
+fn tftp_url(whole: &str, rest: &str) -> Result<TftpUrl, String> {
+    // The authority ends at the first '/' (an IPv6 address has none).
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    };
+    if authority.is_empty() {
+        return Err(format!("'{whole}': missing host after tftp://"));
+    }
+    let explicit_port = if authority.starts_with('[') {
+        authority.contains("]:")
+    } else {
+        authority.parse::<IpAddr>().is_err() && authority.contains(':')
+    };
+    let (host, port) = split_host_port(authority).map_err(|e| format!("'{whole}': {e}"))?;
+    let port = if explicit_port { port } else { TFTP_PORT };
+    if port == 0 {
+        return Err(format!(
+            "'{whole}': port 0 is no server's port (TFTP's is 69)"
+        ));
+    }
+    let path = match path.filter(|p| !p.is_empty()) {
+        None => None,
+        Some(p) => Some(percent_decode(p).ok_or_else(|| {
+            format!("'{whole}': the path has a bad %-escape or is not UTF-8 once decoded")
+        })?),
+    };
+    Ok(TftpUrl { host, port, path })
+}
+
+/// `%XX` decoded; `None` for a bad escape or a result that is not UTF-8.
+fn percent_decode(p: &str) -> Option<String> {
+    let b = p.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = p.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +177,41 @@ mod tests {
                 .unwrap_err()
                 .contains("70800")
         );
+    }
+
+    #[test]
+    fn tftp_urls() {
+        let ok = |s: &str| parse_tftp_url(s).unwrap().unwrap();
+        let url = |h: &str, p: u16, path: Option<&str>| TftpUrl {
+            host: h.into(),
+            port: p,
+            path: path.map(String::from),
+        };
+        assert_eq!(ok("tftp://10.0.0.5"), url("10.0.0.5", 69, None));
+        assert_eq!(ok("TFTP://10.0.0.5/"), url("10.0.0.5", 69, None));
+        assert_eq!(
+            ok("tftp://10.0.0.5/pxelinux.0"),
+            url("10.0.0.5", 69, Some("pxelinux.0"))
+        );
+        assert_eq!(ok("tftp://[::1]:6969"), url("::1", 6969, None));
+        assert_eq!(ok("tftp://[::1]/a/b"), url("::1", 69, Some("a/b")));
+        assert_eq!(ok("tftp://::1"), url("::1", 69, None));
+        assert_eq!(
+            ok("tftp://router:1069/a%20b"),
+            url("router", 1069, Some("a b"))
+        );
+        assert_eq!(parse_tftp_url("10.0.0.5"), None);
+        assert_eq!(parse_tftp_url("tftp:/x"), None);
+        for bad in [
+            "tftp://",
+            "tftp:///x",
+            "tftp://h:x",
+            "tftp://h:0",
+            "tftp://h/%zz",
+            "tftp://h/%ff",
+        ] {
+            assert!(parse_tftp_url(bad).unwrap().is_err(), "{bad}");
+        }
     }
 
     #[test]

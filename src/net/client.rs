@@ -45,6 +45,9 @@ pub struct ClientOptions {
     /// that sends more (announced or not) fails the list with
     /// [`ClientError::ListingTooLarge`].
     pub max_listing: usize,
+    /// With a `tftp://` server: transfer in netascii mode (text, line ends converted,
+    /// TFTP.md §2.5) instead of octet.
+    pub tftp_netascii: bool,
     /// The send window to ask for (PROTOCOL.md §4.5): 1 is stop-and-wait, which every
     /// server speaks; the server grants at most this, and may grant less.
     pub window: u16,
@@ -63,6 +66,7 @@ impl Default for ClientOptions {
             stall: None,
             interrupt: None,
             max_listing: LISTING_LIMIT,
+            tftp_netascii: false,
             window: 1,
         }
     }
@@ -129,6 +133,19 @@ pub enum ClientError {
     /// Ctrl-C.
     #[error("interrupted")]
     Interrupted,
+    /// A command TFTP does not have, refused before anything is sent (a usage error).
+    #[error(
+        "TFTP has no {0}: a TFTP server only reads and writes files (list, delete and exit \
+         need a udpftd server: write SERVER without tftp://)"
+    )]
+    NotInTftp(&'static str),
+    /// A TFTP server's ERROR: its code and message as it sent them.
+    #[error(
+        "TFTP error {code} ({}) from the server: {}",
+        crate::wire::tftp::ErrorCode(*.code).name(),
+        text::sanitize(.message)
+    )]
+    Tftp { code: u16, message: String },
     /// The transfer failed (no answer, silence, integrity, local I/O, protocol).
     #[error("{0}")]
     Transfer(TransferError),
@@ -278,6 +295,8 @@ enum Unanswered {
 /// first command tries every address in turn (as the resolver orders them, IPv6 and
 /// IPv4) until one answers, and later commands use that one.
 pub struct Client {
+    /// The server speaks TFTP (SERVER was written `tftp://…`).
+    tftp: bool,
     label: String,
     addrs: Vec<SocketAddr>,
     chosen: Option<SocketAddr>,
@@ -290,10 +309,17 @@ impl Client {
     /// Parses and resolves `server` (`host[:port]`, IPv6 in brackets, default port
     /// 6969). Sends nothing.
     pub fn new(server: &str, opts: ClientOptions) -> Result<Client, ClientError> {
-        let (host, port) = addr::parse_server(server).map_err(|reason| ClientError::BadServer {
+        let bad = |reason| ClientError::BadServer {
             server: server.to_string(),
             reason,
-        })?;
+        };
+        let (tftp, (host, port)) = match addr::parse_tftp_url(server) {
+            Some(url) => {
+                let u = url.map_err(bad)?;
+                (true, (u.host, u.port))
+            }
+            None => (false, addr::parse_server(server).map_err(bad)?),
+        };
         let addrs: Vec<SocketAddr> = match host.parse::<std::net::IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
             Err(_) => {
@@ -320,6 +346,7 @@ impl Client {
             });
         }
         Ok(Client {
+            tftp,
             label: server.trim().to_string(),
             addrs,
             chosen: None,
@@ -339,6 +366,7 @@ impl Client {
     pub fn with_addresses(label: &str, addrs: Vec<SocketAddr>, opts: ClientOptions) -> Client {
         assert!(!addrs.is_empty(), "a client needs an address");
         Client {
+            tftp: false,
             label: label.to_string(),
             addrs,
             chosen: None,
@@ -361,6 +389,16 @@ impl Client {
     /// The capture, taken back (to [`Tap::finish`] it).
     pub fn take_capture(&mut self) -> Option<Tap> {
         self.tap.take()
+    }
+
+    /// Whether the server speaks TFTP (SERVER was written `tftp://HOST[:PORT]`).
+    pub fn is_tftp(&self) -> bool {
+        self.tftp
+    }
+
+    /// Makes this client speak TFTP to its addresses (as a `tftp://` SERVER does).
+    pub fn speak_tftp(&mut self) {
+        self.tftp = true;
     }
 
     /// The addresses the name resolved to.
@@ -399,6 +437,9 @@ impl Client {
         let file = AtomicFile::create(&target, true)
             .map_err(|e| ClientError::Local(format!("cannot write '{local_shown}': {e}")))?;
         let what = format!("'{}' -> '{local_shown}'", text::escape(remote));
+        if self.tftp {
+            return self.run_tftp(remote, Job::Get(Box::new(file)), what);
+        }
         self.run(remote, Job::Get(Box::new(file)), what)
     }
 
@@ -431,6 +472,9 @@ impl Client {
         };
         let remote = match remote {
             None => base()?,
+            // TFTP cannot ask whether a name is a directory: a trailing '/' says so.
+            Some(r) if self.tftp && r.ends_with('/') => format!("{r}{}", base()?),
+            Some(r) if self.tftp => r.to_string(),
             Some(r) if r.ends_with('/') => {
                 if !self.is_remote_dir(r)? {
                     return Err(ClientError::NoRemoteDir { dir: r.to_string() });
@@ -447,6 +491,9 @@ impl Client {
         };
         let what = format!("'{shown}' -> '{}'", text::escape(&remote));
         let size = src.size();
+        if self.tftp {
+            return self.run_tftp(&remote, Job::Put(Box::new(src), size), what);
+        }
         self.run(&remote, Job::Put(Box::new(src), size), what)
     }
 
@@ -465,6 +512,9 @@ impl Client {
     /// Fetches the listing of `dir` (default: the root) as the server sent it (names
     /// escaped by the server; other text unchecked: sanitize it before printing).
     pub fn list(&mut self, dir: Option<&str>) -> Result<(String, Report), ClientError> {
+        if self.tftp {
+            return Err(ClientError::NotInTftp("list"));
+        }
         let dir = dir.unwrap_or(".");
         let sink = Shared::new(self.opts.max_listing);
         let report = self.run(
@@ -501,12 +551,53 @@ impl Client {
 
     /// Deletes `remote` on the server.
     pub fn delete(&mut self, remote: &str) -> Result<Report, ClientError> {
+        if self.tftp {
+            return Err(ClientError::NotInTftp("delete"));
+        }
         self.run(remote, Job::Delete, format!("'{}'", text::escape(remote)))
     }
 
     /// Asks the server to exit.
     pub fn exit(&mut self) -> Result<Report, ClientError> {
+        if self.tftp {
+            return Err(ClientError::NotInTftp("exit"));
+        }
         self.run("", Job::Exit, String::new())
+    }
+
+    /// As [`Client::run`], in TFTP (TFTP.md §4): each address in turn until one answers.
+    fn run_tftp(&mut self, name: &str, job: Job, what: String) -> Result<Report, ClientError> {
+        let candidates = match self.chosen {
+            Some(a) => vec![a],
+            None => self.addrs.clone(),
+        };
+        let mut job = job;
+        let mut no_answer = None;
+        for addr in candidates {
+            let observer = &mut *self.observer;
+            match super::tftp_client::attempt(
+                addr,
+                name,
+                job,
+                &self.opts,
+                observer,
+                self.tap.as_mut(),
+                &what,
+            ) {
+                super::tftp_client::Attempt::Answered(r) => {
+                    self.chosen = Some(addr);
+                    return r;
+                }
+                super::tftp_client::Attempt::Unanswered(e, j) => {
+                    no_answer = Some(e);
+                    job = j;
+                }
+            }
+        }
+        drop(job);
+        Err(ClientError::Transfer(
+            no_answer.expect("at least one address"),
+        ))
     }
 
     /// Runs `job` against the chosen address, or tries each address in turn until one

@@ -16,6 +16,8 @@ pub mod privileges;
 pub mod relay;
 pub mod server;
 pub mod tap;
+pub mod tftp_client;
+pub mod tftp_ports;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};

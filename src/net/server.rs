@@ -21,6 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::tap::Tap;
+use super::tftp_ports::TftpPorts;
+use crate::engine::tftp::{PortRequest, TransferId, Via};
 use crate::engine::{
     Config, EndpointConfig, IoOutcome, IoRequest, LogLevel, LogLine, RtoConfig, ServerEndpoint,
 };
@@ -62,6 +64,10 @@ pub struct ServerOptions {
     pub io_workers: usize,
     pub verbosity: Verbosity,
     pub trace: bool,
+    /// Answer TFTP on the same port (TFTP.md).
+    pub tftp: bool,
+    /// Serve every TFTP transfer from the listening port (NAT, containers).
+    pub tftp_single_port: bool,
     /// The largest send window granted to a client that asks for one (PROTOCOL.md
     /// §4.5); 1 grants none, as a server that predates windows.
     pub max_window: u16,
@@ -85,6 +91,8 @@ impl Default for ServerOptions {
             io_workers: 4,
             verbosity: Verbosity::Normal,
             trace: false,
+            tftp: true,
+            tftp_single_port: false,
             max_window: DEFAULT_MAX_WINDOW,
         }
     }
@@ -232,7 +240,12 @@ impl Server {
                 allow_exit: o.allow_exit,
                 seed: None,
                 log_rtt: o.verbosity >= Verbosity::Verbose,
-                keep_outcomes: false,
+                // Drained every turn of the loop: it tells which sessions' spans to drop.
+                keep_outcomes: true,
+                tftp: o.tftp,
+                tftp_single_port: o.tftp_single_port,
+                // TFTP writes get the same window limit (reads: 1, TFTP.md "Not yet").
+                tftp_max_window: u32::from(o.max_window),
             },
             now,
         );
@@ -244,6 +257,7 @@ impl Server {
         let jobs = IoPool::start(o.io_workers.max(1), self.root.clone(), done)?;
         let mut buf = vec![0u8; wire::MAX_DATAGRAM];
         let mut out = vec![0u8; wire::MAX_DATAGRAM];
+        let mut ports = TftpPorts::new(self.local.ip());
         let mut stopping = false;
         let verbosity = o.verbosity;
         // Each session's span, and when it was first seen (for the times on its trace
@@ -261,6 +275,26 @@ impl Server {
             if ep.poll_timeout().is_some_and(|t| t <= now) {
                 ep.handle_timeout(now);
             }
+            open_and_close_ports(&mut ep, &mut ports, now, verbosity);
+            while let Some((via, to, n)) = ep.poll_transmit_tftp(now, &mut out) {
+                let (sock, local) = match via {
+                    Via::Listen => (&self.sock, self.local),
+                    Via::Port(id) => match ports.get(id) {
+                        Some((s, a)) => (s, *a),
+                        None => continue,
+                    },
+                };
+                match sock.send_to(&out[..n], to) {
+                    Ok(_) if let Some(t) = &mut tap => t.sent(now, local, to, &out[..n]),
+                    Ok(_) => {}
+                    Err(e) if verbosity >= Verbosity::Verbose => {
+                        tracing::debug!(target: "udpftd", "sending to {to}: {e}");
+                    }
+                    Err(_) => {}
+                }
+            }
+            // Transfers that ended while sending give their ports back.
+            open_and_close_ports(&mut ep, &mut ports, now, verbosity);
             while let Some((to, n)) = ep.poll_transmit(now, &mut out) {
                 match self.sock.send_to(&out[..n], to) {
                     Ok(_) if let Some(t) = &mut tap => t.sent(now, self.local, to, &out[..n]),
@@ -278,7 +312,12 @@ impl Server {
                 // Timed from the session's first event, as the client's lines are from
                 // its request (PROTOCOL.md §9); escaped, for an ERROR carries the
                 // client's text.
-                let (t0, span) = spans.get(now, peer, id);
+                // A RETRY belongs to no session (its id is the client's nonce, and
+                // nothing is kept for it): its span is not kept either.
+                let (t0, span) = match ev {
+                    crate::engine::Event::RetrySent => (now, Spans::make(peer, id)),
+                    _ => spans.get(now, peer, id),
+                };
                 let t = now.saturating_duration_since(t0).as_secs_f64() * 1e3;
                 let ev = crate::text::sanitize(&ev.to_string()).into_owned();
                 span.in_scope(|| {
@@ -287,6 +326,11 @@ impl Server {
             }
             while let Some(line) = ep.poll_log() {
                 emit(&line, &mut spans, now, verbosity, o.trace);
+            }
+            // A session that ended says nothing more: its span goes now, not when the
+            // server is next idle (a busy server may never be).
+            while let Some(ended) = ep.poll_ended() {
+                spans.remove(ended.id);
             }
             if ep.is_idle() {
                 spans.clear();
@@ -299,7 +343,7 @@ impl Server {
                 // About to sleep until something happens: make the capture current.
                 tap.iter_mut().for_each(Tap::flush);
             }
-            self.wait(deadline, &mut buf, &mut ep, &mut tap)?;
+            self.wait(deadline, &mut buf, &mut ep, &mut tap, &ports)?;
         }
         if let Some(Err(e)) = tap.take().map(Tap::finish) {
             tracing::error!(target: "udpftd", "writing the capture failed: {e}");
@@ -336,6 +380,7 @@ impl Server {
         buf: &mut [u8],
         ep: &mut ServerEndpoint,
         tap: &mut Option<Tap>,
+        ports: &TftpPorts,
     ) -> io::Result<()> {
         let timeout = match deadline {
             Some(d) => {
@@ -344,15 +389,51 @@ impl Server {
             }
             None => None,
         };
-        let mut fds = [
-            rustix::event::PollFd::new(&self.sock, rustix::event::PollFlags::IN),
-            rustix::event::PollFd::new(&self.wake_rx, rustix::event::PollFlags::IN),
-        ];
+        // The listening socket, the wake-up pipe, then every TFTP transfer's socket.
+        let ids: Vec<(TransferId, SocketAddr)> = ports.iter().map(|(id, _, a)| (id, a)).collect();
+        let mut fds = Vec::with_capacity(2 + ids.len());
+        fds.push(rustix::event::PollFd::new(
+            &self.sock,
+            rustix::event::PollFlags::IN,
+        ));
+        fds.push(rustix::event::PollFd::new(
+            &self.wake_rx,
+            rustix::event::PollFlags::IN,
+        ));
+        for (id, _) in &ids {
+            let (s, _) = ports.get(*id).expect("listed just now");
+            fds.push(rustix::event::PollFd::new(s, rustix::event::PollFlags::IN));
+        }
         match rustix::event::poll(&mut fds, timeout.as_ref()) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
-        let woken = !fds[1].revents().is_empty();
+        let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+        drop(fds);
+        for (i, (id, local)) in ids.iter().enumerate() {
+            if !ready[2 + i] {
+                continue;
+            }
+            let Some((s, _)) = ports.get(*id) else {
+                continue;
+            };
+            // A transfer's client sends one window at most: a few reads drain it.
+            for _ in 0..64 {
+                match s.recv_from(buf) {
+                    Ok((n, from)) => {
+                        let now = Instant::now();
+                        if let Some(t) = tap {
+                            t.received(now, from, *local, &buf[..n]);
+                        }
+                        ep.handle_tftp(now, Via::Port(*id), from, &buf[..n]);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    // Drained, or an ICMP error for an earlier send: keep serving.
+                    Err(_) => break,
+                }
+            }
+        }
+        let woken = ready[1];
         if woken {
             let mut sink = [0u8; 64];
             while matches!(rustix::io::read(&self.wake_rx, &mut sink), Ok(n) if n > 0) {}
@@ -381,25 +462,53 @@ impl Server {
     }
 }
 
-/// The `session` span of each session seen since the server was last idle, and when
-/// it was first seen.
+/// Opens and closes the TFTP transfer sockets the endpoint asks for.
+fn open_and_close_ports(
+    ep: &mut ServerEndpoint,
+    ports: &mut TftpPorts,
+    now: Instant,
+    verbosity: Verbosity,
+) {
+    while let Some(p) = ep.poll_tftp_port() {
+        match p {
+            PortRequest::Open(id) => match ports.open(id) {
+                Ok(()) => ep.tftp_port_ready(id),
+                Err(e) => {
+                    if verbosity >= Verbosity::Verbose {
+                        tracing::debug!(target: "udpftd", "cannot open a TFTP transfer port: {e}");
+                    }
+                    ep.tftp_port_failed(now, id, &e.to_string());
+                }
+            },
+            PortRequest::Close(id) => ports.close(id),
+        }
+    }
+}
+
+/// The `session` span of each session that has not ended yet, and when it was first
+/// seen. Bounded by the sessions the endpoint holds at once.
 #[derive(Default)]
 struct Spans(std::collections::HashMap<SessionId, (Instant, tracing::Span)>);
 
 impl Spans {
+    fn make(peer: SocketAddr, id: SessionId) -> tracing::Span {
+        tracing::info_span!(
+            target: "udpftd",
+            "session",
+            %peer,
+            id = %format_args!("{id:016x}")
+        )
+    }
+
     fn get(&mut self, now: Instant, peer: SocketAddr, id: SessionId) -> (Instant, tracing::Span) {
         self.0
             .entry(id)
-            .or_insert_with(|| {
-                let span = tracing::info_span!(
-                    target: "udpftd",
-                    "session",
-                    %peer,
-                    id = %format_args!("{id:016x}")
-                );
-                (now, span)
-            })
+            .or_insert_with(|| (now, Self::make(peer, id)))
             .clone()
+    }
+
+    fn remove(&mut self, id: SessionId) {
+        self.0.remove(&id);
     }
 
     fn clear(&mut self) {

@@ -15,10 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::thread::JoinHandle;
 
-/// The size of each buffer handed to the writer thread. Two blocks of the largest
-/// size fit; three buffers make 384 KiB per upload, so a server at 16 uploads stays
-/// well under the 20 MiB the project allows itself.
-pub const BUFFER: usize = 128 * 1024;
+/// The size of each buffer handed to the writer thread: a block of the largest size
+/// fits. Three buffers make 192 KiB per upload, 12 MiB for udpftd's default 64 at once,
+/// so that it stays under the 20 MiB the project allows itself (with 128 KiB buffers,
+/// 64 uploads took it to 30 MiB; 256 MiB gets and puts at 65 481-byte blocks on
+/// loopback were as fast with either size).
+pub const BUFFER: usize = 64 * 1024;
 /// How many buffers exist: one being filled, the others queued or being written.
 pub const BUFFERS: usize = 3;
 
@@ -218,7 +220,7 @@ mod tests {
         let block: Vec<u8> = (0..1000).map(|i| i as u8).collect();
         let mut taken = 0usize;
         let mut refused = 0;
-        // The pipe holds 64 KiB; the buffers hold 3 × 128 KiB: well before 2 MB the
+        // The pipe holds 64 KiB; the buffers hold 3 × 64 KiB: well before 2 MB the
         // writer is stuck and every buffer full.
         while taken < 2 << 20 {
             match w.write(&block) {

@@ -40,6 +40,9 @@ pub fn code(e: &ClientError) -> u8 {
         },
         ClientError::Oversize { .. } | ClientError::ListingTooLarge { .. } => INTEGRITY,
         ClientError::Interrupted => INTERRUPTED,
+        ClientError::NotInTftp(_) => USAGE,
+        // A TFTP server's ERROR is its refusal of the request, whatever its code.
+        ClientError::Tftp { .. } => REFUSED,
         ClientError::Transfer(t) => match t {
             TransferError::NoAnswer { .. } | TransferError::Silent { .. } => NO_ANSWER,
             TransferError::Integrity { .. } | TransferError::Announced { .. } => INTEGRITY,

@@ -19,7 +19,9 @@ use udpft::wire;
 const SERVER_HELP: &str = "SERVER is host[:port]: a name (example.org), an IPv4 address \
 (192.0.2.7:7000) or an IPv6 address in brackets ([::1]:7000; [::1] or ::1 alone for the \
 default port). The default port is 6969. A name is tried at each of its addresses, \
-IPv6 and IPv4, until one answers.";
+IPv6 and IPv4, until one answers. Written tftp://HOST[:PORT] (default port 69), SERVER \
+is a TFTP server: get, put and the shell speak TFTP (see TFTP.md), and a get may name \
+its REMOTE in the URL (udpft get tftp://10.0.0.5/pxelinux.0).";
 
 const EXIT_HELP: &str = "\
 Exit codes: 0 success; 1 local or other error; 2 usage error; 3 the server refused \
@@ -77,11 +79,28 @@ struct Args {
     #[arg(long, global = true, value_name = "FORMAT", num_args = 0..=1,
           require_equals = true, default_missing_value = "terminal", value_enum)]
     diagram: Option<progress::DiagramFormat>,
+    /// With a tftp:// SERVER, the transfer mode: octet (bytes as they are) or netascii
+    /// (text: line ends converted to CR LF on the wire and back).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "MODE",
+        default_value = "octet"
+    )]
+    tftp_mode: TftpMode,
     /// Write udpft's man page (man) or its completions for a shell (bash, zsh, fish,
     /// elvish, powershell) to stdout, and exit. Given alone, without a command (the
     /// other options go before or after the command).
     #[arg(long, value_enum, value_name = "WHAT", exclusive = true)]
     generate: Option<Generate>,
+}
+
+/// TFTP's transfer modes (RFC 1350).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum TftpMode {
+    Octet,
+    Netascii,
 }
 
 #[derive(Subcommand, Debug)]
@@ -92,9 +111,9 @@ enum Cmd {
         #[arg(value_name = "SERVER", value_parser = server_arg)]
         server: String,
         /// The file on the server, relative to its root (a name ending in '/' names a
-        /// directory and is refused).
+        /// directory and is refused). Required, unless a tftp:// SERVER names it.
         #[arg(value_name = "REMOTE")]
-        remote: String,
+        remote: Option<String>,
         /// Where to store it [default: REMOTE's file name, in the current directory].
         /// An existing directory, or a name ending in '/' (which must be an existing
         /// directory), gets the file inside it. Replaced only once the download is
@@ -160,7 +179,31 @@ enum Cmd {
 
 /// SERVER checked on the command line, so a malformed one is a usage error (exit 2).
 fn server_arg(s: &str) -> Result<String, String> {
-    addr::parse_server(s).map(|_| s.to_string())
+    match addr::parse_tftp_url(s) {
+        Some(url) => url.map(|_| s.to_string()),
+        None => addr::parse_server(s).map(|_| s.to_string()),
+    }
+}
+
+/// A get's REMOTE and LOCAL: as given, or, when a tftp:// SERVER carries a path, that
+/// path and the one argument given as LOCAL.
+fn get_paths(
+    server: &str,
+    remote: Option<&str>,
+    local: Option<&std::path::Path>,
+) -> Result<(String, Option<PathBuf>), String> {
+    let in_url = addr::parse_tftp_url(server)
+        .and_then(|u| u.ok())
+        .and_then(|u| u.path);
+    match (in_url, remote, local) {
+        (Some(p), None, None) => Ok((p, None)),
+        (Some(p), Some(l), None) => Ok((p, Some(PathBuf::from(l)))),
+        (Some(_), Some(_), Some(_)) => Err(
+            "the tftp:// SERVER names the remote file already: give at most LOCAL after it".into(),
+        ),
+        (None, Some(r), l) => Ok((r.to_string(), l.map(PathBuf::from))),
+        (_, None, _) => Err("get needs REMOTE, the file on the server".into()),
+    }
 }
 
 impl Cmd {
@@ -209,6 +252,7 @@ fn main() -> ExitCode {
         }
     });
     let opts = ClientOptions {
+        tftp_netascii: a.tftp_mode == TftpMode::Netascii,
         block_size: a.block_size,
         window: a.window,
         timeout: a.timeout,
@@ -251,8 +295,35 @@ fn main() -> ExitCode {
         }
     };
     let result = match &cmd {
-        Cmd::Get { remote, local, .. } => client.get(remote, local.as_deref()).map(summary),
-        Cmd::Put { local, remote, .. } => client.put(local, remote.as_deref()).map(summary),
+        Cmd::Get {
+            server,
+            remote,
+            local,
+        } => match get_paths(server, remote.as_deref(), local.as_deref()) {
+            Ok((remote, local)) => client.get(&remote, local.as_deref()).map(summary),
+            Err(why) => Args::command()
+                .error(clap::error::ErrorKind::MissingRequiredArgument, why)
+                .exit(),
+        },
+        Cmd::Put {
+            server,
+            local,
+            remote,
+        } => {
+            let in_url = addr::parse_tftp_url(server)
+                .and_then(|u| u.ok())
+                .and_then(|u| u.path);
+            match (in_url, remote) {
+                (Some(_), Some(_)) => Args::command()
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        "the tftp:// SERVER names the remote file already: drop REMOTE",
+                    )
+                    .exit(),
+                (Some(p), None) => client.put(local, Some(&p)).map(summary),
+                (None, r) => client.put(local, r.as_deref()).map(summary),
+            }
+        }
         Cmd::List { dir, .. } => client
             .list(dir.as_deref())
             .map(|(listing, _)| progress::print_listing(&listing)),

@@ -130,17 +130,30 @@ pub fn run(mut client: Client, label: &str, opts: ShellOptions) -> u8 {
         },
         _ => None,
     };
-    // Nothing is said about the server before it has answered.
-    let peer = match client.check() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("udpft: {e}");
-            return exit::code(&e);
+    // Nothing is said about the server before it has answered. A TFTP server cannot be
+    // asked anything without a transfer: it is not checked.
+    let tftp = client.is_tftp();
+    let peer = if tftp {
+        client.addresses()[0]
+    } else {
+        match client.check() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("udpft: {e}");
+                return exit::code(&e);
+            }
         }
     };
     let interactive = opts.batch.is_none() && io::stdin().is_terminal();
     if !opts.quiet {
-        eprintln!("connected to {label} ({peer}); type 'help' for commands");
+        if tftp {
+            eprintln!(
+                "TFTP server {label} ({peer}), not checked (TFTP cannot ask without a transfer); \
+                 get and put only; type 'help' for commands"
+            );
+        } else {
+            eprintln!("connected to {label} ({peer}); type 'help' for commands");
+        }
     }
     let session = Rc::new(RefCell::new(Session {
         client,
