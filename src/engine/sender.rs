@@ -584,35 +584,45 @@ fn fill(src: &mut dyn Read, buf: &mut [u8]) -> (usize, io::Result<()>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sender of the two bytes "ab" in blocks of 4 (DATA 1, then DONE 2).
+    fn two_bytes_in_blocks_of_4() -> (Config, Sender) {
+        let cfg = Config {
+            block_size: 4,
+            ..Config::default()
+        };
+        let s = Sender::new(
+            7,
+            "127.0.0.1:9".parse().unwrap(),
+            Box::new(std::io::Cursor::new(b"ab".to_vec())),
+            cfg,
+            RtoEstimator::new(cfg.rto),
+            None,
+        );
+        (cfg, s)
+    }
+
+    /// Feeds `f`, encoded as udpft's bytes for session 7, to `s`.
+    fn answer(s: &mut Sender, at: Instant, f: Frame) {
+        let mut b = [0u8; 64];
+        let n = Udpft.encode(7, &f, &mut b).unwrap();
+        s.handle_datagram(at, &b[..n]);
+    }
+
+    fn ack(seq: Seq) -> Frame<'static> {
+        Frame::Ack {
+            seq,
+            sack: crate::engine::frame::Sack::NONE,
+        }
+    }
     use std::time::Duration;
 
     /// A lost probe is followed by another one RTO ceiling later (found by the lossy
     /// end-to-end test: a put whose only probe was lost went silent until it gave up).
     #[test]
     fn a_lost_probe_is_followed_by_another() {
-        let peer = "127.0.0.1:9".parse().unwrap();
-        let cfg = Config {
-            block_size: 4,
-            ..Config::default()
-        };
         let t0 = Instant::now();
-        let mut s = Sender::new(
-            7,
-            peer,
-            Box::new(std::io::Cursor::new(b"ab".to_vec())),
-            cfg,
-            RtoEstimator::new(cfg.rto),
-            None,
-        );
-        let answer = |s: &mut Sender, at: Instant, f: Frame| {
-            let mut b = [0u8; 64];
-            let n = Udpft.encode(7, &f, &mut b).unwrap();
-            s.handle_datagram(at, &b[..n]);
-        };
-        let ack = |seq| Frame::Ack {
-            seq,
-            sack: crate::engine::frame::Sack::NONE,
-        };
+        let (cfg, mut s) = two_bytes_in_blocks_of_4();
         assert!(s.poll_transmit(t0).is_some()); // DATA 1
         answer(&mut s, t0, ack(1));
         assert!(s.poll_transmit(t0).is_some()); // DONE 2
@@ -635,30 +645,9 @@ mod tests {
     /// closes on the ACK that follows (no round-trip sample from it).
     #[test]
     fn wait_stops_the_resends_of_done() {
-        let peer = "127.0.0.1:9".parse().unwrap();
-        let cfg = Config {
-            block_size: 4,
-            ..Config::default()
-        };
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
-        let mut s = Sender::new(
-            7,
-            peer,
-            Box::new(std::io::Cursor::new(b"ab".to_vec())),
-            cfg,
-            RtoEstimator::new(cfg.rto),
-            None,
-        );
-        let answer = |s: &mut Sender, at: Instant, f: Frame| {
-            let mut b = [0u8; 64];
-            let n = Udpft.encode(7, &f, &mut b).unwrap();
-            s.handle_datagram(at, &b[..n]);
-        };
-        let ack = |seq| Frame::Ack {
-            seq,
-            sack: crate::engine::frame::Sack::NONE,
-        };
+        let (cfg, mut s) = two_bytes_in_blocks_of_4();
         assert!(s.poll_transmit(ms(0)).is_some()); // DATA 1
         answer(&mut s, ms(1), ack(1));
         assert!(s.poll_transmit(ms(1)).is_some()); // DONE 2
