@@ -134,8 +134,7 @@ fn refill(state: &Mutex<State>, mut source: Box<dyn Read + Send>, mut chunk: Vec
 
 impl Read for ReadAhead {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let state = self.state.clone();
-        let mut st = lock(&state);
+        let mut st = lock(&self.state);
         let mut n = 0;
         while n < buf.len() {
             let consumed = st.consumed;
